@@ -1,0 +1,114 @@
+"""Small asyncio helpers: a broadcast signal, bounded thread calls, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import random
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = logging.getLogger("devplugin")
+
+
+class Signal:
+    """A broadcast "something changed" with a generation counter; setting never blocks."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+
+    def fire(self) -> None:
+        self.generation += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+        for listener in tuple(self._listeners):
+            listener()
+
+    @contextlib.contextmanager
+    def forwarded_to(self, other: Signal) -> Iterator[None]:
+        """While the context is open, firing this signal also fires ``other``."""
+        self._listeners.append(other.fire)
+        try:
+            yield
+        finally:
+            self._listeners.remove(other.fire)
+
+    async def wait(self, seen: int, timeout: float | None = None) -> int:
+        """Wait until the generation passes ``seen`` (or ``timeout``); return the generation."""
+        if self.generation <= seen:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while self.generation <= seen:
+                        await self._event.wait()
+        return self.generation
+
+
+async def in_thread(
+    executor: concurrent.futures.Executor,
+    timeout: float,
+    fn: Callable[P, T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run blocking ``fn`` in ``executor``; raise TimeoutError after ``timeout`` seconds.
+
+    A call that times out keeps its thread until it returns: callers must not start another
+    call of the same job while one is still running (see :class:`Exclusive`).
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+    return await asyncio.wait_for(future, timeout)
+
+
+class Exclusive:
+    """Runs at most one instance of a threaded job at a time; callers skip while busy."""
+
+    def __init__(self) -> None:
+        self._busy: asyncio.Future[Any] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._busy is not None and not self._busy.done()
+
+    async def run(
+        self,
+        executor: concurrent.futures.Executor,
+        timeout: float,
+        fn: Callable[[], T],
+    ) -> T:
+        if self.busy:
+            raise RuntimeError("previous run still in progress")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(executor, fn)
+        self._busy = future
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum`` seconds."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.maximum, self.initial * (2**self.failures))
+        self.failures += 1
+        return delay * random.uniform(0.8, 1.2)
+
+
+def spawn(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    """Create a named task."""
+    return asyncio.get_running_loop().create_task(coro, name=name)

@@ -1,0 +1,111 @@
+"""A tiny asyncio HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
+
+It runs on the event loop (no extra threads), binds exactly the address it is given and can
+serve TLS from a cert/key pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("devplugin.http")
+
+__all__ = ["HttpServer", "parse_address"]
+
+_MAX_REQUEST = 8192
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``":9461"`` -> ("", 9461) (all interfaces); ``"10.0.0.5:9461"``; ``"[::1]:9461"``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"metrics address must be HOST:PORT or :PORT, got {address!r}")
+    host = host.strip("[]")
+    return host, int(port)
+
+
+class HttpServer:
+    """Serves the registry at ``/metrics`` and the probes ``/healthz`` and ``/readyz``."""
+
+    def __init__(
+        self,
+        address: str,
+        registry: CollectorRegistry,
+        ready: Callable[[], tuple[bool, str]],
+        *,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> None:
+        self.host, self.requested_port = parse_address(address)
+        self.registry = registry
+        self.ready = ready
+        self.ssl: ssl.SSLContext | None = None
+        if certfile or keyfile:
+            if not (certfile and keyfile):
+                raise ValueError("--metrics-tls-cert and --metrics-tls-key must be given together")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(certfile, keyfile)
+            self.ssl = context
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self.host or None, self.requested_port, ssl=self.ssl, reuse_address=True
+        )
+        sockets = self._server.sockets or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.requested_port
+        scheme = "https" if self.ssl else "http"
+        shown = self.host or "0.0.0.0"
+        log.info("serving metrics and probes on %s://%s:%d", scheme, shown, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            if len(head) > _MAX_REQUEST:
+                raise ValueError("request too large")
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = request_line.split()
+            method, target = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
+            path = target.split("?", 1)[0]
+            if method not in ("GET", "HEAD"):
+                status, ctype, body = 405, "text/plain", b"method not allowed\n"
+            elif path == "/metrics":
+                status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            elif path == "/healthz":
+                status, ctype, body = 200, "text/plain", b"ok\n"
+            elif path == "/readyz":
+                ok, detail = self.ready()
+                status, ctype, body = (200 if ok else 503), "text/plain", (detail + "\n").encode()
+            else:
+                status, ctype, body = 404, "text/plain", b"not found\n"
+            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
+                      503: "Service Unavailable"}[status]
+            header = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            writer.write(header + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError, ValueError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs; imported only by the gRPC edge of devplugin_core."""

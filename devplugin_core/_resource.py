@@ -1,0 +1,250 @@
+"""The live state of one resource: devices, health, snapshot, and the Allocate logic."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from ._aio import Exclusive, Signal, in_thread
+from .api import AllocationRequest, Observation, PreferredRequest, Resource
+from .cdi import CdiKind, annotate, cdi_kind
+from .errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
+from .health import HealthTracker
+from .hostfs import HostFS
+from .metrics import Metrics
+from .model import ContainerEdits, Device, DeviceNode, Health, Mount
+from .store import ResourceState, Snapshot
+
+log = logging.getLogger("devplugin.resource")
+
+__all__ = ["ResourceRuntime", "validate_edits"]
+
+
+def _check_container_path(path: str) -> None:
+    if not path.startswith("/") or ".." in path.split("/") or path.rstrip("/") == "":
+        raise HostPathError(path, "container path must be absolute, without '..', and not '/'")
+
+
+class EditsValidator:
+    """Canonicalises and allow-lists the host paths of container edits, caching per path."""
+
+    def __init__(self, host: HostFS, resource: Resource) -> None:
+        self.host = host
+        self.resource = resource
+        self._nodes: dict[str, str | HostPathError] = {}
+        self._mounts: dict[str, str | HostPathError] = {}
+
+    def _node(self, path: str) -> str:
+        hit = self._nodes.get(path)
+        if hit is None:
+            try:
+                hit = self.host.check_device_node(path, self.resource.device_allowlist)
+            except HostPathError as err:
+                hit = err
+            self._nodes[path] = hit
+        if isinstance(hit, HostPathError):
+            raise hit
+        return hit
+
+    def _mount(self, path: str) -> str:
+        hit = self._mounts.get(path)
+        if hit is None:
+            try:
+                hit = self.host.check_mount_source(path, self.resource.mount_allowlist)
+            except HostPathError as err:
+                hit = err
+            self._mounts[path] = hit
+        if isinstance(hit, HostPathError):
+            raise hit
+        return hit
+
+    def validate(self, edits: ContainerEdits) -> ContainerEdits:
+        """Edits with canonical host paths; raises HostPathError for anything not allowed."""
+        if not edits.device_nodes and not edits.mounts:
+            return edits
+        nodes = []
+        for n in edits.device_nodes:
+            _check_container_path(n.container_path)
+            nodes.append(DeviceNode(self._node(n.host_path), n.container_path, n.permissions))
+        mounts = []
+        for m in edits.mounts:
+            _check_container_path(m.container_path)
+            mounts.append(Mount(self._mount(m.host_path), m.container_path, m.read_only))
+        return dataclasses.replace(edits, device_nodes=tuple(nodes), mounts=tuple(mounts))
+
+
+def validate_edits(host: HostFS, resource: Resource, edits: ContainerEdits) -> ContainerEdits:
+    """Validate ``edits`` against ``resource``'s allow-lists (no caching)."""
+    return EditsValidator(host, resource).validate(edits)
+
+
+class ResourceRuntime:
+    """Everything the framework keeps for one resource while it is served."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        host: HostFS,
+        metrics: Metrics,
+        alloc_pool: concurrent.futures.Executor,
+        cdi: bool,
+    ) -> None:
+        self.resource = resource
+        self.name = resource.name
+        self.host = host
+        self.metrics = metrics
+        self.alloc_pool = alloc_pool
+        self.state = ResourceState(resource.name)
+        self.tracker = HealthTracker(resource.health.recover_after if resource.health else 2)
+        self.devices: tuple[Device, ...] = ()
+        self.invalid_ids: set[str] = set()
+        self.cdi: CdiKind | None = cdi_kind(resource.name) if cdi else None
+        self.streams = 0
+        self.streams_changed = Signal()
+        self.health_job = Exclusive()
+        self.registered = False
+        self._wire: tuple[int, object] | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def replace_resource(self, resource: Resource) -> None:
+        """Swap in a rebuilt Resource (config reload) without touching the endpoint."""
+        self.resource = resource
+        recover = resource.health.recover_after if resource.health else 2
+        if recover != self.tracker.recover_after:
+            self.tracker.recover_after = recover
+
+    def set_devices(self, devices: Sequence[Device]) -> bool:
+        """Adopt a discovery result; returns True if the advertised snapshot changed."""
+        seen: dict[str, Device] = {}
+        for device in devices:
+            if device.id in seen:
+                log.error("%s: duplicate device ID %s from discovery; keeping the first",
+                          self.name, device.id)
+                continue
+            seen[device.id] = device
+        self.devices = tuple(seen.values())
+        self.tracker.observe({}, {d.health_key for d in self.devices})
+        return self.publish()
+
+    def observe(self, observations: Mapping[str, Observation]) -> bool:
+        """Apply one health check round; returns True if the snapshot changed."""
+        keys = {d.health_key for d in self.devices}
+        for t in self.tracker.observe(observations, keys):
+            to = "healthy" if t.healthy else "unhealthy"
+            self.metrics.transitions.labels(self.name, t.key, to).inc()
+            if t.healthy:
+                log.info("%s: %s is Healthy again", self.name, t.key)
+            else:
+                log.warning("%s: %s is Unhealthy: %s", self.name, t.key, t.reason or "check failed")
+        return self.publish()
+
+    def publish(self) -> bool:
+        health = {
+            d.id: Health.HEALTHY
+            if d.healthy and self.tracker.is_healthy(d.health_key)
+            else Health.UNHEALTHY
+            for d in self.devices
+        }
+        return self.state.publish(self.devices, health)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.state.snapshot
+
+    def wire(self, snapshot: Snapshot) -> object:
+        """The ListAndWatch message of ``snapshot``, built once per version."""
+        cached = self._wire
+        if cached is not None and cached[0] == snapshot.version:
+            return cached[1]
+        from ._render import list_and_watch_response
+
+        message = list_and_watch_response(snapshot)
+        self._wire = (snapshot.version, message)
+        return message
+
+    # -- requests ------------------------------------------------------------------------------
+    def resolve(self, ids: Sequence[str], *, require_healthy: bool = True) -> tuple[Device, ...]:
+        snapshot = self.snapshot
+        unknown = [i for i in ids if i not in snapshot.by_id]
+        if unknown:
+            raise UnknownDeviceError(self.name, unknown)
+        if require_healthy:
+            sick = [i for i in ids if not snapshot.healthy(i)]
+            if sick:
+                raise UnhealthyDeviceError(self.name, sick)
+        return tuple(snapshot.by_id[i] for i in ids)
+
+    def _allocate_blocking(self, resource: Resource, devices: tuple[Device, ...]) -> ContainerEdits:
+        edits = resource.allocator.allocate(AllocationRequest(resource.name, devices))
+        if not isinstance(edits, ContainerEdits):
+            raise AllocationError(f"{type(resource.allocator).__name__}.allocate returned "
+                                  f"{type(edits).__name__}, not ContainerEdits")
+        edits = EditsValidator(self.host, resource).validate(edits)
+        if self.cdi is None:
+            return edits
+        with_cdi = [d for d in devices if d.edits.device_nodes or d.edits.mounts]
+        covered = ContainerEdits().merge(*(d.edits for d in with_cdi))
+        covered = EditsValidator(self.host, resource).validate(
+            ContainerEdits(device_nodes=covered.device_nodes, mounts=covered.mounts)
+        )
+        return edits.without(covered).merge(annotate(self.cdi, [d.cdi_name for d in with_cdi]))
+
+    async def allocate(self, ids: Sequence[str]) -> ContainerEdits:
+        """Container edits for one container request (raises AllocationError/HostPathError)."""
+        resource = self.resource
+        devices = self.resolve(ids)
+        start = time.monotonic()
+        try:
+            edits = await in_thread(
+                self.alloc_pool, resource.allocate_timeout, self._allocate_blocking, resource, devices
+            )
+        except TimeoutError:
+            raise AllocationError(
+                f"allocation for {self.name} did not finish within {resource.allocate_timeout:g}s",
+                ids,
+            ) from None
+        finally:
+            self.metrics.allocate_duration.labels(self.name).observe(time.monotonic() - start)
+        self.metrics.allocated_devices.labels(self.name).inc(len(devices))
+        return edits
+
+    async def preferred(self, available: Sequence[str], must: Sequence[str], size: int) -> list[str]:
+        """Preferred IDs, always a valid answer: only IDs from the request, ``must`` kept, at
+        most ``size``; raises only on allocator failure (callers answer empty then)."""
+        resource = self.resource
+        snapshot = self.snapshot
+        avail = tuple(snapshot.by_id[i] for i in dict.fromkeys(available) if i in snapshot.by_id)
+        must_devs = tuple(snapshot.by_id[i] for i in dict.fromkeys(must) if i in snapshot.by_id)
+        request = PreferredRequest(self.name, avail, must_devs, size)
+        chosen = await in_thread(self.alloc_pool, 5.0, resource.allocator.preferred, request)
+        allowed = set(available) | set(must)
+        result = list(dict.fromkeys(m for m in must))
+        for device_id in chosen:
+            if len(result) >= size:
+                break
+            if device_id in allowed and device_id not in result:
+                result.append(device_id)
+        return result
+
+    async def pre_start(self, ids: Sequence[str]) -> None:
+        resource = self.resource
+        devices = self.resolve(ids, require_healthy=False)
+        try:
+            await in_thread(self.alloc_pool, 25.0, resource.allocator.pre_start, devices)
+        except TimeoutError:
+            raise AllocationError(f"PreStartContainer for {self.name} took longer than 25s",
+                                  ids) from None
+
+    def stream_opened(self) -> None:
+        self.streams += 1
+        self.metrics.streams.labels(self.name).set(self.streams)
+        self.streams_changed.fire()
+
+    def stream_closed(self) -> None:
+        self.streams -= 1
+        self.metrics.streams.labels(self.name).set(self.streams)
+        self.streams_changed.fire()
+

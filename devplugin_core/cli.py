@@ -1,0 +1,328 @@
+"""The ``devplugin`` command line.
+
+::
+
+    devplugin list
+    devplugin run PLUGIN [--config-file F] [--host-root DIR] [--kubelet-dir DIR]
+                         [--registration-mode auto|kubelet|watcher] [--metrics-address HOST:PORT]
+                         [--cdi-dir DIR] [--log-format text|json] [--log-level LEVEL] [plugin flags]
+    devplugin discover PLUGIN [same flags] [--json] [--all]
+    devplugin validate PLUGIN --config-file F
+    devplugin demo [--once]
+
+Every flag also reads ``DEVPLUGIN_<FLAG>`` (``DEVPLUGIN_KUBELET_DIR``...); a flag on the command
+line wins over the environment, which wins over the config file. Exit codes: 0 ok, 1 runtime
+failure, 2 invalid config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .api import PluginSpec
+from .errors import ConfigError, DevicePluginError, PluginNotFoundError
+from .logs import setup_logging
+from .runtime import (
+    DEFAULT_KUBELET_DIR,
+    DEFAULT_POD_RESOURCES_SOCKET,
+    DEFAULT_REGISTRY_DIR,
+    PluginRuntime,
+    RuntimeOptions,
+)
+
+__all__ = ["main"]
+
+log = logging.getLogger("devplugin.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _env_name(flag: str) -> str:
+    return "DEVPLUGIN_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None,
+         type: Callable[[str], Any] = str, **kwargs: Any) -> None:
+    """Add ``flag`` whose default comes from ``DEVPLUGIN_<FLAG>`` when set."""
+    env = _env_name(flag)
+    value = default
+    if env in os.environ:
+        try:
+            value = type(os.environ[env])
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            parser.error(f"{env}={os.environ[env]!r}: {err}")
+        if "choices" in kwargs and value not in kwargs["choices"]:
+            parser.error(f"{env}={value!r}: must be one of {', '.join(kwargs['choices'])}")
+    shown = f" [env {env}]"
+    parser.add_argument(flag, default=value, type=type, help=help + shown, **kwargs)
+
+
+def _common_flags(parser: argparse.ArgumentParser, spec: PluginSpec[Any] | None) -> None:
+    default_config = spec.default_config_file if spec else None
+    _add(parser, "--config-file", f"config file (JSON or YAML; default {default_config or 'none'})")
+    _add(parser, "--host-root", "root of the host filesystem (sysfs and /dev are read under it)", "/")
+    _add(parser, "--kubelet-dir", "kubelet device-plugin socket directory", DEFAULT_KUBELET_DIR)
+    _add(parser, "--plugins-registry-dir", "kubelet plugin-watcher directory (watcher mode)",
+         DEFAULT_REGISTRY_DIR)
+    _add(parser, "--registration-mode", "register via kubelet.sock, the plugin watcher, or auto",
+         "kubelet", choices=["auto", "kubelet", "watcher"])
+    port = spec.default_metrics_port if spec else None
+    _add(parser, "--metrics-address",
+         f"HOST:PORT for /metrics, /healthz, /readyz ('' disables; default :{port})", None)
+    _add(parser, "--metrics-tls-cert", "serve metrics over TLS with this certificate (PEM)")
+    _add(parser, "--metrics-tls-key", "private key for --metrics-tls-cert (PEM)")
+    _add(parser, "--cdi-dir", "write CDI specs here and answer Allocate with CDI devices (off)")
+    _add(parser, "--pod-resources-socket", "kubelet PodResources socket ('' disables attribution)",
+         DEFAULT_POD_RESOURCES_SOCKET)
+    _add(parser, "--pod-resources-interval", "seconds between PodResources List calls", 10.0,
+         type=float)
+    _add(parser, "--log-format", "log format", "text", choices=["text", "json"])
+    _add(parser, "--log-level", "log level", "info",
+         choices=["debug", "info", "warning", "error"])
+    if spec:
+        for flag in spec.flags:
+            _add(parser, f"--{flag.name}", flag.help, flag.default, type=flag.type)
+
+
+def _options(args: argparse.Namespace, spec: PluginSpec[Any], **extra: Any) -> RuntimeOptions:
+    plugin_options = {f.dest: getattr(args, f.dest) for f in spec.flags}
+    return RuntimeOptions(
+        kubelet_dir=args.kubelet_dir,
+        registry_dir=args.plugins_registry_dir,
+        registration_mode=args.registration_mode,
+        host_root=args.host_root,
+        config_file=args.config_file or None,
+        metrics_address=args.metrics_address,
+        metrics_tls_cert=args.metrics_tls_cert or None,
+        metrics_tls_key=args.metrics_tls_key or None,
+        cdi_dir=args.cdi_dir or None,
+        pod_resources_socket=args.pod_resources_socket or None,
+        pod_resources_interval=args.pod_resources_interval,
+        plugin_options=plugin_options,
+        **extra,
+    )
+
+
+def _version_text() -> str:
+    import grpc
+
+    return (f"devplugin {__version__} (device plugin API v1beta1, grpcio {grpc.__version__}, "
+            f"Python {platform.python_version()})")
+
+
+def _base_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devplugin", description="Kubernetes device plugins on the devplugin framework.",
+    )
+    parser.add_argument("--version", action="version", version=_version_text())
+    return parser
+
+
+def _plugin_parser(command: str, spec: PluginSpec[Any]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"devplugin {command} {spec.name}",
+                                     description=spec.summary)
+    _common_flags(parser, spec)
+    if command == "discover":
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.add_argument("--all", action="store_true", help="list every device")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_list() -> int:
+    from .plugins import installed_plugins
+
+    plugins = installed_plugins()
+    if not plugins:
+        print("no plugins installed")
+        return EXIT_OK
+    width = max(len(n) for n in plugins)
+    for name, spec in plugins.items():
+        config = spec.default_config_file or ("optional" if spec.config_optional else "required")
+        port = f":{spec.default_metrics_port}" if spec.default_metrics_port else "off"
+        print(f"{name:<{width}}  {spec.summary}  [config {config}, metrics {port}]")
+    return EXIT_OK
+
+
+def cmd_validate(spec: PluginSpec[Any], args: argparse.Namespace) -> int:
+    runtime = PluginRuntime(spec, _options(args, spec, watch_config=False, handle_signals=False))
+    try:
+        loaded, resource_set = runtime.load()
+    except ConfigError as err:
+        print(f"invalid: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    names = ", ".join(r.name for r in resource_set.resources) or "none"
+    print(f"valid: {loaded.source}: {len(resource_set.resources)} resources: {names}")
+    return EXIT_OK
+
+
+def _device_row(device: Any, health: str) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "health": health,
+        "numa": list(device.numa_nodes),
+        "attributes": dict(device.attributes),
+    }
+
+
+async def _discover(spec: PluginSpec[Any], args: argparse.Namespace) -> dict[str, Any]:
+    runtime = PluginRuntime(spec, _options(args, spec, watch_config=False, handle_signals=False,
+                                           metrics_address="", pod_resources_socket=None))
+    loaded, resource_set = runtime.load()
+    for warning in loaded.warnings:
+        log.warning("config %s: %s", loaded.source, warning)
+    if spec.preflight is not None:
+        spec.preflight(loaded.config, runtime.context)
+    runtime.loaded, runtime.resource_set = loaded, resource_set
+    for resource in resource_set.resources:
+        runtime.resources[resource.name] = runtime._new_resource(resource)
+    try:
+        await runtime.discover_once()
+        await asyncio.gather(*(runtime.check_health_once(n) for n in runtime.resources))
+    finally:
+        await runtime.stop()
+    report: dict[str, Any] = {"config": loaded.source, "resources": [], "not_advertised": []}
+    for name, rt in runtime.resources.items():
+        snapshot = rt.snapshot
+        report["resources"].append({
+            "name": name,
+            "devices": [_device_row(d, snapshot.health[d.id].value) for d in snapshot.devices],
+            "unhealthy_reasons": rt.tracker.unhealthy_keys(),
+        })
+    report["not_advertised"] = [
+        {"device": r.subject, "resource": r.resource, "reason": r.reason} for r in runtime.rejections
+    ]
+    return report
+
+
+def _print_report(report: dict[str, Any], show_all: bool) -> None:
+    print(f"config: {report['config']}")
+    for res in report["resources"]:
+        devices = res["devices"]
+        good = sum(1 for d in devices if d["health"] == "Healthy")
+        print(f"\n{res['name']}: {len(devices)} devices ({good} healthy)")
+        shown = devices if show_all else devices[:20]
+        for d in shown:
+            numa = ",".join(str(n) for n in d["numa"]) or "-"
+            attrs = " ".join(f"{k}={v}" for k, v in d["attributes"].items())
+            print(f"  {d['id']:<16} {d['health']:<9} numa={numa:<3} {attrs}".rstrip())
+        if len(devices) > len(shown):
+            print(f"  ... and {len(devices) - len(shown)} more (--all lists them)")
+        for key, reason in res["unhealthy_reasons"].items():
+            print(f"  unhealthy {key}: {reason}")
+    if report["not_advertised"]:
+        print("\nnot advertised:")
+        for item in report["not_advertised"]:
+            where = f" [{item['resource']}]" if item["resource"] else ""
+            print(f"  {item['device']}{where}: {item['reason']}")
+
+
+def cmd_discover(spec: PluginSpec[Any], args: argparse.Namespace) -> int:
+    try:
+        report = asyncio.run(_discover(spec, args))
+    except ConfigError as err:
+        print(f"devplugin: invalid config: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DevicePluginError as err:
+        print(f"devplugin: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report, args.all)
+    return EXIT_OK
+
+
+def cmd_run(spec: PluginSpec[Any], args: argparse.Namespace) -> int:
+    runtime = PluginRuntime(spec, _options(args, spec))
+    try:
+        asyncio.run(runtime.run())
+    except ConfigError as err:
+        log.error("invalid config: %s", err)
+        print(f"devplugin: invalid config: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DevicePluginError as err:
+        log.error("%s", err)
+        print(f"devplugin: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _base_parser()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("list", help="list installed plugins")
+    for command, text in (("run", "serve a plugin to the kubelet"),
+                          ("discover", "show what a plugin would advertise, and why not"),
+                          ("validate", "check a config file (exit 0 valid, 2 invalid)")):
+        p = sub.add_parser(command, help=text, add_help=False)
+        p.add_argument("plugin", nargs="?")
+    demo = sub.add_parser("demo", help="run every installed plugin on a simulated node")
+    demo.add_argument("--once", action="store_true", help="print once and exit (for scripts/CI)")
+    demo.add_argument("--plugins", default="", help="comma-separated plugin names (default: all)")
+    demo.add_argument("--metrics-port-base", type=int, default=None,
+                      help="serve plugin metrics on consecutive ports from here")
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    if args.command == "list":
+        setup_logging("text", "warning")
+        return cmd_list()
+    if args.command == "demo":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        from .demo import run_demo
+
+        setup_logging("text", "warning")
+        return run_demo(once=args.once, plugins=[p for p in args.plugins.split(",") if p],
+                        metrics_port_base=args.metrics_port_base)
+    if not args.plugin or args.plugin.startswith("-"):
+        if "-h" in rest or "--help" in rest or args.plugin in ("-h", "--help"):
+            print(f"usage: devplugin {args.command} PLUGIN [flags]; `devplugin list` shows plugins")
+            return EXIT_OK
+        parser.error(f"{args.command}: missing PLUGIN (see `devplugin list`)")
+    from .plugins import get_plugin
+
+    try:
+        spec = get_plugin(args.plugin)
+    except PluginNotFoundError as err:
+        print(f"devplugin: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    full = _plugin_parser(args.command, spec).parse_args(rest)
+    setup_logging(full.log_format, "warning" if args.command == "validate" else full.log_level)
+    if args.command == "validate":
+        if not full.config_file and not spec.default_config_file:
+            print("devplugin: validate needs --config-file", file=sys.stderr)
+            return EXIT_CONFIG
+        return cmd_validate(spec, full)
+    if args.command == "discover":
+        return cmd_discover(spec, full)
+    return cmd_run(spec, full)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
