@@ -104,9 +104,9 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * (2**self.failures))
+        delay: float = min(self.maximum, self.initial * (2**self.failures))
         self.failures += 1
-        return delay * random.uniform(0.8, 1.2)
+        return float(delay * random.uniform(0.8, 1.2))
 
 
 def spawn(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:

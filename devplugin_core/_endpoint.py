@@ -110,7 +110,7 @@ class KubeletWatch:
             return
         watch = self
 
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
+        class Handler(FileSystemEventHandler):
             def on_any_event(self, event: object) -> None:
                 watch._notify_threadsafe()
 
@@ -134,7 +134,10 @@ class KubeletWatch:
 
 
 async def register_with_kubelet(
-    kubelet_socket: str, resource: str, endpoint: str, options: pb.DevicePluginOptions,
+    kubelet_socket: str,
+    resource: str,
+    endpoint: str,
+    options: pb.DevicePluginOptions,
     timeout: float = 30.0,
 ) -> None:
     """Call ``v1beta1.Registration/Register``; raises :class:`RegistrationError`."""
@@ -143,7 +146,9 @@ async def register_with_kubelet(
     )
     async with grpc.aio.insecure_channel(f"unix://{kubelet_socket}", options=_CLIENT_OPTIONS) as ch:
         try:
-            await pb_grpc.RegistrationStub(ch).Register(request, timeout=timeout, wait_for_ready=True)
+            await pb_grpc.RegistrationStub(ch).Register(
+                request, timeout=timeout, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as err:
             raise RegistrationError(
                 f"kubelet refused {resource}: {err.code().name}: {err.details()}"
@@ -257,8 +262,11 @@ class Endpoint:
             # Someone serves on our exact name: never steal it, pick another name.
             import secrets
 
-            log.warning("%s: %s is served by another process; using a new socket name",
-                        self.rt.name, self.path)
+            log.warning(
+                "%s: %s is served by another process; using a new socket name",
+                self.rt.name,
+                self.path,
+            )
             self.name = socket_name(self.rt.name, secrets.token_hex(3))
             self.path = os.path.join(self.config.socket_dir, self.name)
             return
@@ -271,7 +279,8 @@ class Endpoint:
     async def _attempt(self) -> str:
         await self._prepare_path()
         server = grpc.aio.server(options=_GRPC_OPTIONS)
-        pb_grpc.add_DevicePluginServicer_to_server(DevicePluginService(self.rt), server)
+        closing = asyncio.Event()
+        pb_grpc.add_DevicePluginServicer_to_server(DevicePluginService(self.rt, closing), server)
         if self.config.mode == "watcher":
             reg_grpc.add_RegistrationServicer_to_server(
                 WatcherRegistrationService(self.rt.name, self.path, self._on_watcher_status), server
@@ -291,7 +300,8 @@ class Endpoint:
             return await self._serve_kubelet(own_inode)
         finally:
             self._set_registered(False)
-            await server.stop(self.config.stop_grace)
+            closing.set()  # end our ListAndWatch streams; in-flight unary calls get the grace
+            await asyncio.shield(server.stop(self.config.stop_grace))
             if own_inode is not None and _inode(self.path) == own_inode:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
@@ -320,7 +330,10 @@ class Endpoint:
         )
         try:
             await register_with_kubelet(
-                self.config.kubelet_socket, self.rt.name, self.name, options,
+                self.config.kubelet_socket,
+                self.rt.name,
+                self.name,
+                options,
                 timeout=self.config.register_timeout,
             )
         except RegistrationError:
@@ -400,7 +413,10 @@ class Endpoint:
                     else:
                         timeout = registered_at + self.config.stream_timeout - now
                         if timeout <= 0:
-                            log.warning("%s: no ListAndWatch stream %.0fs after registering",
-                                        rt.name, self.config.stream_timeout)
+                            log.warning(
+                                "%s: no ListAndWatch stream %.0fs after registering",
+                                rt.name,
+                                self.config.stream_timeout,
+                            )
                             return "no_stream"
                 seen = await wake.wait(seen, timeout=timeout)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -60,7 +61,7 @@ class HttpServer:
         self._server = await asyncio.start_server(
             self._handle, self.host or None, self.requested_port, ssl=self.ssl, reuse_address=True
         )
-        sockets = self._server.sockets or []
+        sockets: list[Any] = list(self._server.sockets or [])
         self.port = sockets[0].getsockname()[1] if sockets else self.requested_port
         scheme = "https" if self.ssl else "http"
         shown = self.host or "0.0.0.0"
@@ -94,16 +95,26 @@ class HttpServer:
                 status, ctype, body = (200 if ok else 503), "text/plain", (detail + "\n").encode()
             else:
                 status, ctype, body = 404, "text/plain", b"not found\n"
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
-                      503: "Service Unavailable"}[status]
+            reason = {
+                200: "OK",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }[status]
             header = (
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             ).encode()
             writer.write(header + (b"" if method == "HEAD" else body))
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ConnectionError, ValueError, ssl.SSLError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ConnectionError,
+            ValueError,
+            ssl.SSLError,
+        ):
             pass
         finally:
             writer.close()

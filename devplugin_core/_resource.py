@@ -67,12 +67,14 @@ class EditsValidator:
             return edits
         nodes = []
         for n in edits.device_nodes:
+            host_path = self._node(n.host_path)
             _check_container_path(n.container_path)
-            nodes.append(DeviceNode(self._node(n.host_path), n.container_path, n.permissions))
+            nodes.append(DeviceNode(host_path, n.container_path, n.permissions))
         mounts = []
         for m in edits.mounts:
+            host_path = self._mount(m.host_path)
             _check_container_path(m.container_path)
-            mounts.append(Mount(self._mount(m.host_path), m.container_path, m.read_only))
+            mounts.append(Mount(host_path, m.container_path, m.read_only))
         return dataclasses.replace(edits, device_nodes=tuple(nodes), mounts=tuple(mounts))
 
 
@@ -100,7 +102,7 @@ class ResourceRuntime:
         self.state = ResourceState(resource.name)
         self.tracker = HealthTracker(resource.health.recover_after if resource.health else 2)
         self.devices: tuple[Device, ...] = ()
-        self.invalid_ids: set[str] = set()
+        self.invalid: dict[str, str] = {}  # device ID -> why its edits were refused
         self.cdi: CdiKind | None = cdi_kind(resource.name) if cdi else None
         self.streams = 0
         self.streams_changed = Signal()
@@ -121,8 +123,11 @@ class ResourceRuntime:
         seen: dict[str, Device] = {}
         for device in devices:
             if device.id in seen:
-                log.error("%s: duplicate device ID %s from discovery; keeping the first",
-                          self.name, device.id)
+                log.error(
+                    "%s: duplicate device ID %s from discovery; keeping the first",
+                    self.name,
+                    device.id,
+                )
                 continue
             seen[device.id] = device
         self.devices = tuple(seen.values())
@@ -174,14 +179,21 @@ class ResourceRuntime:
         if require_healthy:
             sick = [i for i in ids if not snapshot.healthy(i)]
             if sick:
-                raise UnhealthyDeviceError(self.name, sick)
+                reasons = []
+                for i in sick:
+                    device = snapshot.by_id[i]
+                    why = self.invalid.get(i) or self.tracker.reason(device.health_key)
+                    reasons.append(f"{i}: {why}" if why else i)
+                raise UnhealthyDeviceError(self.name, sick, reasons)
         return tuple(snapshot.by_id[i] for i in ids)
 
     def _allocate_blocking(self, resource: Resource, devices: tuple[Device, ...]) -> ContainerEdits:
         edits = resource.allocator.allocate(AllocationRequest(resource.name, devices))
         if not isinstance(edits, ContainerEdits):
-            raise AllocationError(f"{type(resource.allocator).__name__}.allocate returned "
-                                  f"{type(edits).__name__}, not ContainerEdits")
+            raise AllocationError(
+                f"{type(resource.allocator).__name__}.allocate returned "
+                f"{type(edits).__name__}, not ContainerEdits"
+            )
         edits = EditsValidator(self.host, resource).validate(edits)
         if self.cdi is None:
             return edits
@@ -199,7 +211,11 @@ class ResourceRuntime:
         start = time.monotonic()
         try:
             edits = await in_thread(
-                self.alloc_pool, resource.allocate_timeout, self._allocate_blocking, resource, devices
+                self.alloc_pool,
+                resource.allocate_timeout,
+                self._allocate_blocking,
+                resource,
+                devices,
             )
         except TimeoutError:
             raise AllocationError(
@@ -211,7 +227,9 @@ class ResourceRuntime:
         self.metrics.allocated_devices.labels(self.name).inc(len(devices))
         return edits
 
-    async def preferred(self, available: Sequence[str], must: Sequence[str], size: int) -> list[str]:
+    async def preferred(
+        self, available: Sequence[str], must: Sequence[str], size: int
+    ) -> list[str]:
         """Preferred IDs, always a valid answer: only IDs from the request, ``must`` kept, at
         most ``size``; raises only on allocator failure (callers answer empty then)."""
         resource = self.resource
@@ -235,8 +253,9 @@ class ResourceRuntime:
         try:
             await in_thread(self.alloc_pool, 25.0, resource.allocator.pre_start, devices)
         except TimeoutError:
-            raise AllocationError(f"PreStartContainer for {self.name} took longer than 25s",
-                                  ids) from None
+            raise AllocationError(
+                f"PreStartContainer for {self.name} took longer than 25s", ids
+            ) from None
 
     def stream_opened(self) -> None:
         self.streams += 1
@@ -247,4 +266,3 @@ class ResourceRuntime:
         self.streams -= 1
         self.metrics.streams.labels(self.name).set(self.streams)
         self.streams_changed.fire()
-

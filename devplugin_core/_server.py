@@ -36,31 +36,45 @@ __all__ = ["DevicePluginService", "WatcherRegistrationService"]
 class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
     """``v1beta1.DevicePlugin`` for one resource (one socket)."""
 
-    def __init__(self, rt: ResourceRuntime) -> None:
+    def __init__(self, rt: ResourceRuntime, closing: asyncio.Event | None = None) -> None:
         self.rt = rt
+        self.closing = closing or asyncio.Event()
 
-    async def GetDevicePluginOptions(self, request: pb.Empty, context: object) -> pb.DevicePluginOptions:
+    async def GetDevicePluginOptions(
+        self, request: pb.Empty, context: object
+    ) -> pb.DevicePluginOptions:
         return pb.DevicePluginOptions(
             pre_start_required=self.rt.resource.allocator.pre_start_required,
             get_preferred_allocation_available=True,
         )
 
-    async def ListAndWatch(self, request: pb.Empty, context: object) -> AsyncIterator[pb.ListAndWatchResponse]:
+    async def ListAndWatch(
+        self, request: pb.Empty, context: object
+    ) -> AsyncIterator[pb.ListAndWatchResponse]:
         rt = self.rt
         rt.stream_opened()
         log.info("%s: ListAndWatch stream opened (%d open)", rt.name, rt.streams)
         sent = 0
+        closing = asyncio.ensure_future(self.closing.wait())
         try:
             while True:
-                snapshot = await rt.state.wait_newer(sent)
+                newer = asyncio.ensure_future(rt.state.wait_newer(sent))
+                await asyncio.wait({newer, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not newer.done():
+                    newer.cancel()
+                    return  # the endpoint is shutting down: end the stream cleanly
+                snapshot = newer.result()
                 sent = snapshot.version
-                yield rt.wire(snapshot)
+                yield rt.wire(snapshot)  # type: ignore[misc]
                 rt.metrics.updates.labels(rt.name).inc()
         finally:
+            closing.cancel()
             rt.stream_closed()
             log.info("%s: ListAndWatch stream closed (%d open)", rt.name, rt.streams)
 
-    async def Allocate(self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext) -> pb.AllocateResponse:
+    async def Allocate(
+        self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AllocateResponse:
         rt = self.rt
         result = "ok"
         try:
@@ -97,7 +111,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    async def _abort(
+        context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+    ) -> None:
         await context.abort(code, message)
 
     async def GetPreferredAllocation(
@@ -151,7 +167,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
 class WatcherRegistrationService(reg_grpc.RegistrationServicer):  # type: ignore[misc]
     """``pluginregistration.Registration`` for plugin-watcher mode (served on the same socket)."""
 
-    def __init__(self, resource: str, endpoint: str, on_status: Callable[[bool, str], None]) -> None:
+    def __init__(
+        self, resource: str, endpoint: str, on_status: Callable[[bool, str], None]
+    ) -> None:
         self.resource = resource
         self.endpoint = endpoint
         self.on_status = on_status

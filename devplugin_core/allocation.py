@@ -23,7 +23,9 @@ def _by_id(device: Device) -> tuple[object, ...]:
     return natural_key(device.id)
 
 
-def _group(devices: Sequence[Device], key: KeyFn) -> tuple[dict[Hashable, list[Device]], list[Device]]:
+def _group(
+    devices: Sequence[Device], key: KeyFn
+) -> tuple[dict[Hashable, list[Device]], list[Device]]:
     groups: dict[Hashable, list[Device]] = {}
     unknown: list[Device] = []
     for device in devices:
@@ -35,7 +37,9 @@ def _group(devices: Sequence[Device], key: KeyFn) -> tuple[dict[Hashable, list[D
     return groups, unknown
 
 
-def _spread(pool: Sequence[Device], need: int, key: KeyFn, anchors: Sequence[Device]) -> list[Device]:
+def _spread(
+    pool: Sequence[Device], need: int, key: KeyFn, anchors: Sequence[Device]
+) -> list[Device]:
     groups, unknown = _group(pool, key)
     if unknown:
         groups[("\0unknown",)] = unknown
@@ -77,15 +81,22 @@ def _pick(
 
     picked: list[Device] = []
     remaining = sorted(groups.items(), key=rank)
+    # Groups that already hold a must-include device cost nothing extra: one that fits takes
+    # the whole request; otherwise they are used up first.
+    for item in [it for it in remaining if it[0] in anchored]:
+        if len(item[1]) >= need:
+            return _pick(item[1], need, rest, spread, anchors)
+        remaining.remove(item)
+        picked += item[1]
+        need -= len(item[1])
     while need > 0 and remaining:
         fitting = [item for item in remaining if len(item[1]) >= need]
         if fitting:
-            _, members = fitting[0]  # anchored first, then the smallest group that fits
+            _, members = fitting[0]  # the smallest group that fits
             picked += _pick(members, need, rest, spread, anchors)
             return picked
-        # Nothing fits: take the largest group whole (anchored first) and continue.
-        largest = min(remaining, key=lambda it: (it[0] not in anchored, -len(it[1]),
-                                                 natural_key(str(it[0]))))
+        # Nothing fits: take the largest group whole and continue.
+        largest = min(remaining, key=lambda it: (-len(it[1]), natural_key(str(it[0]))))
         remaining.remove(largest)
         picked += largest[1]
         need -= len(largest[1])

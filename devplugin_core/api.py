@@ -131,7 +131,7 @@ class AllocationRequest:
 
 @dataclass(frozen=True)
 class PreferredRequest:
-    """A GetPreferredAllocation request: pick ``size`` of ``available``, keeping ``must_include``."""
+    """GetPreferredAllocation: pick ``size`` of ``available``, keeping ``must_include``."""
 
     resource: str
     available: tuple[Device, ...]
@@ -208,7 +208,9 @@ class HealthChecker(abc.ABC):
     def check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
         """Observations for the given devices' health keys."""
 
-    async def watch(self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]) -> None:
+    async def watch(
+        self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]
+    ) -> None:
         """Optional event source (netlink, inotify...): call ``wake()`` when health may have
         changed. Runs on the event loop for the resource's lifetime; must never block it."""
         return None

@@ -25,7 +25,7 @@ __all__ = ["CDI_SPEC_VERSION", "CdiKind", "CdiWriter", "cdi_kind", "cdi_safe_nam
 
 log = logging.getLogger("devplugin.cdi")
 
-#: Only device nodes (with hostPath), mounts and env are used: 0.5.0 is the minimum that allows them.
+#: Only device nodes (with hostPath), mounts and env are used: 0.5.0 is the minimum for them.
 CDI_SPEC_VERSION = "0.5.0"
 ANNOTATION_PREFIX = "cdi.k8s.io/"
 _BAD_VC = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -106,12 +106,18 @@ class CdiWriter:
         """The spec document: one CDI device per distinct cdi_name with non-empty edits."""
         entries: dict[str, dict[str, object]] = {}
         for device in devices:
-            edits = ContainerEdits(device_nodes=device.edits.device_nodes, mounts=device.edits.mounts)
+            edits = ContainerEdits(
+                device_nodes=device.edits.device_nodes, mounts=device.edits.mounts
+            )
             if not edits:
                 continue
             name = cdi_safe_name(device.cdi_name)
             entries.setdefault(name, {"name": name, "containerEdits": edits.to_cdi()})
-        return {"cdiVersion": CDI_SPEC_VERSION, "kind": kind.kind, "devices": list(entries.values())}
+        return {
+            "cdiVersion": CDI_SPEC_VERSION,
+            "kind": kind.kind,
+            "devices": list(entries.values()),
+        }
 
     def write(self, kind: CdiKind, devices: Iterable[Device]) -> str | None:
         """Write the spec if its content changed (atomic rename). Returns the path written."""

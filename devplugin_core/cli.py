@@ -59,8 +59,14 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
-def _add(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None,
-         type: Callable[[str], Any] = str, **kwargs: Any) -> None:
+def _add(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    default: Any = None,
+    type: Callable[[str], Any] = str,
+    **kwargs: Any,
+) -> None:
     """Add ``flag`` whose default comes from ``DEVPLUGIN_<FLAG>`` when set."""
     env = _env_name(flag)
     value = default
@@ -78,25 +84,48 @@ def _add(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = N
 def _common_flags(parser: argparse.ArgumentParser, spec: PluginSpec[Any] | None) -> None:
     default_config = spec.default_config_file if spec else None
     _add(parser, "--config-file", f"config file (JSON or YAML; default {default_config or 'none'})")
-    _add(parser, "--host-root", "root of the host filesystem (sysfs and /dev are read under it)", "/")
+    _add(
+        parser, "--host-root", "root of the host filesystem (sysfs and /dev are read under it)", "/"
+    )
     _add(parser, "--kubelet-dir", "kubelet device-plugin socket directory", DEFAULT_KUBELET_DIR)
-    _add(parser, "--plugins-registry-dir", "kubelet plugin-watcher directory (watcher mode)",
-         DEFAULT_REGISTRY_DIR)
-    _add(parser, "--registration-mode", "register via kubelet.sock, the plugin watcher, or auto",
-         "kubelet", choices=["auto", "kubelet", "watcher"])
+    _add(
+        parser,
+        "--plugins-registry-dir",
+        "kubelet plugin-watcher directory (watcher mode)",
+        DEFAULT_REGISTRY_DIR,
+    )
+    _add(
+        parser,
+        "--registration-mode",
+        "register via kubelet.sock, the plugin watcher, or auto",
+        "kubelet",
+        choices=["auto", "kubelet", "watcher"],
+    )
     port = spec.default_metrics_port if spec else None
-    _add(parser, "--metrics-address",
-         f"HOST:PORT for /metrics, /healthz, /readyz ('' disables; default :{port})", None)
+    _add(
+        parser,
+        "--metrics-address",
+        f"HOST:PORT for /metrics, /healthz, /readyz ('' disables; default :{port})",
+        None,
+    )
     _add(parser, "--metrics-tls-cert", "serve metrics over TLS with this certificate (PEM)")
     _add(parser, "--metrics-tls-key", "private key for --metrics-tls-cert (PEM)")
     _add(parser, "--cdi-dir", "write CDI specs here and answer Allocate with CDI devices (off)")
-    _add(parser, "--pod-resources-socket", "kubelet PodResources socket ('' disables attribution)",
-         DEFAULT_POD_RESOURCES_SOCKET)
-    _add(parser, "--pod-resources-interval", "seconds between PodResources List calls", 10.0,
-         type=float)
+    _add(
+        parser,
+        "--pod-resources-socket",
+        "kubelet PodResources socket ('' disables attribution)",
+        DEFAULT_POD_RESOURCES_SOCKET,
+    )
+    _add(
+        parser,
+        "--pod-resources-interval",
+        "seconds between PodResources List calls",
+        10.0,
+        type=float,
+    )
     _add(parser, "--log-format", "log format", "text", choices=["text", "json"])
-    _add(parser, "--log-level", "log level", "info",
-         choices=["debug", "info", "warning", "error"])
+    _add(parser, "--log-level", "log level", "info", choices=["debug", "info", "warning", "error"])
     if spec:
         for flag in spec.flags:
             _add(parser, f"--{flag.name}", flag.help, flag.default, type=flag.type)
@@ -110,11 +139,11 @@ def _options(args: argparse.Namespace, spec: PluginSpec[Any], **extra: Any) -> R
         registration_mode=args.registration_mode,
         host_root=args.host_root,
         config_file=args.config_file or None,
-        metrics_address=args.metrics_address,
+        metrics_address=extra.pop("metrics_address", args.metrics_address),
         metrics_tls_cert=args.metrics_tls_cert or None,
         metrics_tls_key=args.metrics_tls_key or None,
         cdi_dir=args.cdi_dir or None,
-        pod_resources_socket=args.pod_resources_socket or None,
+        pod_resources_socket=extra.pop("pod_resources_socket", args.pod_resources_socket or None),
         pod_resources_interval=args.pod_resources_interval,
         plugin_options=plugin_options,
         **extra,
@@ -124,21 +153,25 @@ def _options(args: argparse.Namespace, spec: PluginSpec[Any], **extra: Any) -> R
 def _version_text() -> str:
     import grpc
 
-    return (f"devplugin {__version__} (device plugin API v1beta1, grpcio {grpc.__version__}, "
-            f"Python {platform.python_version()})")
+    return (
+        f"devplugin {__version__} (device plugin API v1beta1, grpcio {grpc.__version__}, "
+        f"Python {platform.python_version()})"
+    )
 
 
 def _base_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="devplugin", description="Kubernetes device plugins on the devplugin framework.",
+        prog="devplugin",
+        description="Kubernetes device plugins on the devplugin framework.",
     )
     parser.add_argument("--version", action="version", version=_version_text())
     return parser
 
 
 def _plugin_parser(command: str, spec: PluginSpec[Any]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"devplugin {command} {spec.name}",
-                                     description=spec.summary)
+    parser = argparse.ArgumentParser(
+        prog=f"devplugin {command} {spec.name}", description=spec.summary
+    )
     _common_flags(parser, spec)
     if command == "discover":
         parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -186,8 +219,17 @@ def _device_row(device: Any, health: str) -> dict[str, Any]:
 
 
 async def _discover(spec: PluginSpec[Any], args: argparse.Namespace) -> dict[str, Any]:
-    runtime = PluginRuntime(spec, _options(args, spec, watch_config=False, handle_signals=False,
-                                           metrics_address="", pod_resources_socket=None))
+    runtime = PluginRuntime(
+        spec,
+        _options(
+            args,
+            spec,
+            watch_config=False,
+            handle_signals=False,
+            metrics_address="",
+            pod_resources_socket=None,
+        ),
+    )
     loaded, resource_set = runtime.load()
     for warning in loaded.warnings:
         log.warning("config %s: %s", loaded.source, warning)
@@ -204,13 +246,16 @@ async def _discover(spec: PluginSpec[Any], args: argparse.Namespace) -> dict[str
     report: dict[str, Any] = {"config": loaded.source, "resources": [], "not_advertised": []}
     for name, rt in runtime.resources.items():
         snapshot = rt.snapshot
-        report["resources"].append({
-            "name": name,
-            "devices": [_device_row(d, snapshot.health[d.id].value) for d in snapshot.devices],
-            "unhealthy_reasons": rt.tracker.unhealthy_keys(),
-        })
+        report["resources"].append(
+            {
+                "name": name,
+                "devices": [_device_row(d, snapshot.health[d.id].value) for d in snapshot.devices],
+                "unhealthy_reasons": rt.tracker.unhealthy_keys(),
+            }
+        )
     report["not_advertised"] = [
-        {"device": r.subject, "resource": r.resource, "reason": r.reason} for r in runtime.rejections
+        {"device": r.subject, "resource": r.resource, "reason": r.reason}
+        for r in runtime.rejections
     ]
     return report
 
@@ -275,16 +320,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _base_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("list", help="list installed plugins")
-    for command, text in (("run", "serve a plugin to the kubelet"),
-                          ("discover", "show what a plugin would advertise, and why not"),
-                          ("validate", "check a config file (exit 0 valid, 2 invalid)")):
+    for command, text in (
+        ("run", "serve a plugin to the kubelet"),
+        ("discover", "show what a plugin would advertise, and why not"),
+        ("validate", "check a config file (exit 0 valid, 2 invalid)"),
+    ):
         p = sub.add_parser(command, help=text, add_help=False)
         p.add_argument("plugin", nargs="?")
     demo = sub.add_parser("demo", help="run every installed plugin on a simulated node")
     demo.add_argument("--once", action="store_true", help="print once and exit (for scripts/CI)")
     demo.add_argument("--plugins", default="", help="comma-separated plugin names (default: all)")
-    demo.add_argument("--metrics-port-base", type=int, default=None,
-                      help="serve plugin metrics on consecutive ports from here")
+    demo.add_argument(
+        "--metrics-port-base",
+        type=int,
+        default=None,
+        help="serve plugin metrics on consecutive ports from here",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -298,8 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         setup_logging("text", "warning")
-        return run_demo(once=args.once, plugins=[p for p in args.plugins.split(",") if p],
-                        metrics_port_base=args.metrics_port_base)
+        return run_demo(
+            once=args.once,
+            plugins=[p for p in args.plugins.split(",") if p],
+            metrics_port_base=args.metrics_port_base,
+        )
     if not args.plugin or args.plugin.startswith("-"):
         if "-h" in rest or "--help" in rest or args.plugin in ("-h", "--help"):
             print(f"usage: devplugin {args.command} PLUGIN [flags]; `devplugin list` shows plugins")

@@ -84,8 +84,14 @@ def _join(path: str, key: str) -> str:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def _is_set(value: Any) -> bool:
@@ -103,13 +109,13 @@ class DecodeContext:
         if hint is Any:
             return value
         if origin in (Union, types.UnionType):
-            args = [a for a in get_args(hint) if a is not type(None)]
-            if value is None and len(args) < len(get_args(hint)):
+            members = [a for a in get_args(hint) if a is not type(None)]
+            if value is None and len(members) < len(get_args(hint)):
                 return None
-            if len(args) == 1:
-                return self.decode(args[0], value, path)
+            if len(members) == 1:
+                return self.decode(members[0], value, path)
             errors = []
-            for arg in args:
+            for arg in members:
                 try:
                     return self.decode(arg, value, path)
                 except ConfigError as err:
@@ -123,7 +129,7 @@ class DecodeContext:
             return value
         if origin in (tuple, list, Sequence, typing.Sequence):
             args = get_args(hint)
-            item = args[0] if args else Any
+            item: Any = args[0] if args else Any
             if value is None:
                 return ()
             if not isinstance(value, list):
@@ -143,27 +149,34 @@ class DecodeContext:
             return self.decode_model(hint, value, path)
         if hint is bool:
             if not isinstance(value, bool):
-                raise ConfigError(path, f"must be a boolean (true/false), not a {_type_name(value)}",
-                                  value, show_value=True)
+                raise ConfigError(
+                    path,
+                    f"must be a boolean (true/false), not a {_type_name(value)}",
+                    value,
+                    show_value=True,
+                )
             return value
         if hint is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(path, f"must be an integer, not a {_type_name(value)}", value,
-                                  show_value=True)
+                raise ConfigError(
+                    path, f"must be an integer, not a {_type_name(value)}", value, show_value=True
+                )
             if abs(value) > _INT64_MAX:
                 raise ConfigError(path, "integer out of range", value)
             return value
         if hint is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(path, f"must be a number, not a {_type_name(value)}", value,
-                                  show_value=True)
+                raise ConfigError(
+                    path, f"must be a number, not a {_type_name(value)}", value, show_value=True
+                )
             if value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(path, "must be a finite number", value)
             return float(value)
         if hint is str:
             if not isinstance(value, str):
-                raise ConfigError(path, f"must be a string, not a {_type_name(value)}", value,
-                                  show_value=True)
+                raise ConfigError(
+                    path, f"must be a string, not a {_type_name(value)}", value, show_value=True
+                )
             if "\0" in value:
                 raise ConfigError(path, "must not contain NUL characters", value)
             return value
@@ -184,13 +197,13 @@ class DecodeContext:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError(path, "object keys must be strings", key)
-            f = exact.get(key) or by_key.get(key.lower())
-            if f is None:
+            found = exact.get(key) or by_key.get(key.lower())
+            if found is None:
                 self.warnings.append(f"{_join(path, key)}: unknown key, ignored")
                 continue
-            if f.name in raw and key not in exact:
+            if found.name in raw and key not in exact:
                 continue  # Go prefers an exact-case key over a case-folded one
-            raw[f.name] = (key, item)
+            raw[found.name] = (key, item)
         kwargs: dict[str, Any] = {}
         for f in fields:
             if f.name not in raw:
@@ -209,8 +222,10 @@ class DecodeContext:
                 continue  # Go: null leaves the zero/default value
             decoder = f.metadata.get("decoder")
             try:
-                kwargs[f.name] = decoder(item, fpath, self) if decoder else self.decode(
-                    hints[f.name], item, fpath
+                kwargs[f.name] = (
+                    decoder(item, fpath, self)
+                    if decoder
+                    else self.decode(hints[f.name], item, fpath)
                 )
             except RecursionError as err:
                 raise ConfigError(fpath, "nested too deeply") from err
@@ -240,8 +255,9 @@ def one_or_many(model: type[T]) -> Callable[[Any, str, DecodeContext], tuple[T, 
 
     def decode_one_or_many(value: Any, path: str, ctx: DecodeContext) -> tuple[T, ...]:
         if value is None:
-            raise ConfigError(path, "is required (one object or a non-empty list of objects)",
-                              show_value=False)
+            raise ConfigError(
+                path, "is required (one object or a non-empty list of objects)", show_value=False
+            )
         if isinstance(value, list):
             if not value:
                 raise ConfigError(path, "needs at least one object, got an empty list")
@@ -299,7 +315,7 @@ def load_document(path: str | os.PathLike[str]) -> ConfigDocument:
 
 
 def parse_text(text: str, source: str = "<config>") -> Any:
-    """Parse JSON, or YAML when the text is not JSON (``.yaml``/``.yml`` files go straight to YAML)."""
+    """Parse JSON, or YAML when the text is not JSON (``.yaml``/``.yml`` go straight to YAML)."""
     is_yaml = Path(source).suffix.lower() in (".yaml", ".yml")
     if not is_yaml:
         try:

@@ -46,7 +46,7 @@ class ConfigWatch:
 
         watch = self
 
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
+        class Handler(FileSystemEventHandler):
             def on_any_event(self, event: object) -> None:
                 loop = watch._loop
                 if loop is not None and not loop.is_closed():
@@ -64,7 +64,9 @@ class ConfigWatch:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         observer = self._observer

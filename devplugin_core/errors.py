@@ -5,7 +5,7 @@
     DevicePluginError                 base of everything below
     ├── ConfigError                   a config value is wrong: names the file, field path and value
     ├── HostPathError                 a host path escapes the host root or the allow-list
-    ├── DiscoveryError                discovery could not run at all (one bad device is only skipped)
+    ├── DiscoveryError                discovery could not run (one bad device is only skipped)
     ├── AllocationError               an Allocate request cannot be honoured (-> gRPC status)
     │   ├── UnknownDeviceError        IDs the resource does not advertise (INVALID_ARGUMENT)
     │   └── UnhealthyDeviceError      IDs currently Unhealthy (FAILED_PRECONDITION)
@@ -85,11 +85,16 @@ class ConfigError(DevicePluginError):
         """The same error with ``prefix`` prepended to the field path."""
         if not prefix:
             return self
-        field = prefix if not self.field else (
-            f"{prefix}{self.field}" if self.field.startswith("[") else f"{prefix}.{self.field}"
+        field = (
+            prefix
+            if not self.field
+            else (
+                f"{prefix}{self.field}" if self.field.startswith("[") else f"{prefix}.{self.field}"
+            )
         )
-        return ConfigError(field, self.message, self.value, source=self.source,
-                           show_value=self.show_value)
+        return ConfigError(
+            field, self.message, self.value, source=self.source, show_value=self.show_value
+        )
 
 
 class HostPathError(DevicePluginError):
@@ -123,11 +128,14 @@ class UnknownDeviceError(AllocationError):
 
 
 class UnhealthyDeviceError(AllocationError):
-    """The request names devices that are currently Unhealthy."""
+    """The request names devices that are currently Unhealthy (``details``: why, per device)."""
 
-    def __init__(self, resource: str, device_ids: Iterable[str]) -> None:
+    def __init__(
+        self, resource: str, device_ids: Iterable[str], details: Sequence[str] = ()
+    ) -> None:
         ids = tuple(device_ids)
-        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        items = list(details) or list(ids)
+        shown = "; ".join(items[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
         super().__init__(f"unhealthy devices for {resource}: {shown}", ids)
 
 

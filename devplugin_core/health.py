@@ -49,7 +49,9 @@ class HealthTracker:
     def unhealthy_keys(self) -> dict[str, str]:
         return {k: s.reason for k, s in self._states.items() if not s.healthy}
 
-    def observe(self, observations: Mapping[str, Observation], keys: Iterable[str]) -> list[Transition]:
+    def observe(
+        self, observations: Mapping[str, Observation], keys: Iterable[str]
+    ) -> list[Transition]:
         """Apply one round of observations for the current ``keys``; return the transitions."""
         current = set(keys)
         for gone in set(self._states) - current:

@@ -7,6 +7,7 @@ stale series. Plugins add their own collectors through :class:`~devplugin_core.a
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from prometheus_client.registry import Collector
 try:  # prometheus_client >= 0.17: drop the *_created series
     from prometheus_client import disable_created_metrics
 
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
 except ImportError:  # pragma: no cover
     pass
 
@@ -178,15 +179,11 @@ class Metrics:
     def forget_resource(self, resource: str) -> None:
         """Drop the gauges of a resource that is no longer served."""
         for gauge in (self.streams, self.last_registration):
-            try:
+            with contextlib.suppress(KeyError):
                 gauge.remove(resource)
-            except KeyError:
-                pass
         for mode in ("kubelet", "watcher"):
-            try:
+            with contextlib.suppress(KeyError):
                 self.registered.remove(resource, mode)
-            except KeyError:
-                pass
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,8 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         devices = GaugeMetricFamily(
-            "devplugin_devices", "Devices advertised to the kubelet, by health.",
+            "devplugin_devices",
+            "Devices advertised to the kubelet, by health.",
             labels=["resource", "health"],
         )
         healthy = GaugeMetricFamily(

@@ -60,10 +60,14 @@ class DeviceNode:
         if not self.container_path:
             object.__setattr__(self, "container_path", self.host_path)
         if not _PERMISSIONS.match(self.permissions):
-            raise ValueError(f"device permissions must be a subset of 'rwm', got {self.permissions!r}")
+            raise ValueError(
+                f"device permissions must be a subset of 'rwm', got {self.permissions!r}"
+            )
         for name in ("host_path", "container_path"):
             if not getattr(self, name).startswith("/"):
-                raise ValueError(f"device node {name} must be absolute, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"device node {name} must be absolute, got {getattr(self, name)!r}"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +216,9 @@ def check_device_id(device_id: str) -> None:
     if not device_id or len(device_id) > MAX_DEVICE_ID_LENGTH:
         raise ValueError(f"device ID must be 1..{MAX_DEVICE_ID_LENGTH} characters: {device_id!r}")
     if not _DEVICE_ID.match(device_id) or "," in device_id:
-        raise ValueError(f"device ID must be printable ASCII without spaces or commas: {device_id!r}")
+        raise ValueError(
+            f"device ID must be printable ASCII without spaces or commas: {device_id!r}"
+        )
 
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from .errors import HostPathError
@@ -189,7 +189,7 @@ class PciScan:
     rdma: dict[str, RdmaDevice] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def __iter__(self) -> Iterable[PciDevice]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[PciDevice]:
         return iter(self.devices.values())
 
     def get(self, address: str) -> PciDevice | None:
@@ -323,15 +323,17 @@ def _read_rdma(r: _Reader, base: str, name: str, chars: dict[str, list[CharDevic
         pdir = f"{dev}/ports/{entry}"
         state_id, state = _parse_state(r.attr(f"{pdir}/state"))
         phys_id, phys = _parse_state(r.attr(f"{pdir}/phys_state"))
-        ports.append(RdmaPort(
-            number=int(entry),
-            state=state,
-            state_id=state_id,
-            phys_state=phys,
-            phys_state_id=phys_id,
-            link_layer=r.attr(f"{pdir}/link_layer") or "",
-            pkey=r.attr(f"{pdir}/pkeys/0") or "",
-        ))
+        ports.append(
+            RdmaPort(
+                number=int(entry),
+                state=state,
+                state_id=state_id,
+                phys_state=phys,
+                phys_state_id=phys_id,
+                link_layer=r.attr(f"{pdir}/link_layer") or "",
+                pkey=r.attr(f"{pdir}/pkeys/0") or "",
+            )
+        )
     return RdmaDevice(
         name=name,
         ports=tuple(sorted(ports, key=lambda p: p.number)),
@@ -374,8 +376,12 @@ def _vf_index(r: _Reader, base: str, address: str) -> int | None:
     return None
 
 
-def _read_device(r: _Reader, address: str, chars: dict[str, list[CharDevice]] | None,
-                 classes: frozenset[int] | None) -> PciDevice | None:
+def _read_device(
+    r: _Reader,
+    address: str,
+    chars: dict[str, list[CharDevice]] | None,
+    classes: frozenset[int] | None,
+) -> PciDevice | None:
     host = r.host
     base = f"{SYS_PCI_DEVICES}/{address}"
     try:
@@ -412,8 +418,11 @@ def _read_device(r: _Reader, address: str, chars: dict[str, list[CharDevice]] | 
         elif entry == "net":
             netdevs = [n for n in r.listdir(f"{base}/net") if _NETDEV.match(n)]
         elif entry == "infiniband":
-            rdma = [n for n in r.listdir(f"{base}/infiniband")
-                    if _IBDEV.match(n) and host.is_dir(f"{base}/infiniband/{n}")]
+            rdma = [
+                n
+                for n in r.listdir(f"{base}/infiniband")
+                if _IBDEV.match(n) and host.is_dir(f"{base}/infiniband/{n}")
+            ]
         elif entry == "uio":
             uio = [n for n in r.listdir(f"{base}/uio") if re.fullmatch(r"uio\d+", n)]
     if virtfns:

@@ -54,9 +54,7 @@ def pcidevice_env(
     return env
 
 
-def additional_info(
-    table: Mapping[str, Mapping[str, str]], address: str
-) -> dict[str, str]:
+def additional_info(table: Mapping[str, Mapping[str, str]], address: str) -> dict[str, str]:
     """``additionalInfo`` for one device: the ``"*"`` entry, overridden per PCI address."""
     merged = dict(table.get("*", {}))
     merged.update(table.get(address, {}))

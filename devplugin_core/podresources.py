@@ -68,8 +68,11 @@ class PodResourcesPoller(Collector):
         if available:
             log.info("PodResources API available at %s; per-pod attribution on", self.socket_path)
         else:
-            log.warning("PodResources API unavailable at %s (%s); per-pod attribution off",
-                        self.socket_path, detail)
+            log.warning(
+                "PodResources API unavailable at %s (%s); per-pod attribution off",
+                self.socket_path,
+                detail,
+            )
 
     async def poll_once(self) -> None:
         if not os.path.exists(self.socket_path):
@@ -98,8 +101,15 @@ class PodResourcesPoller(Collector):
                     if devices.resource_name not in wanted:
                         continue
                     for device_id in devices.device_ids:
-                        found.append(Assignment(devices.resource_name, device_id, pod.namespace,
-                                                pod.name, container.name))
+                        found.append(
+                            Assignment(
+                                devices.resource_name,
+                                device_id,
+                                pod.namespace,
+                                pod.name,
+                                container.name,
+                            )
+                        )
         self.assignments = tuple(found)
         self.refreshed.set()
 

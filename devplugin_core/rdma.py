@@ -32,7 +32,9 @@ class RdmaNodes:
         return not self.missing
 
 
-def rdma_nodes(host: HostFS, devices: Iterable[RdmaDevice], *, permissions: str = "rw") -> RdmaNodes:
+def rdma_nodes(
+    host: HostFS, devices: Iterable[RdmaDevice], *, permissions: str = "rw"
+) -> RdmaNodes:
     """All char devices of ``devices`` (ucm, issm, umad, uverbs per device, upstream's order)
     followed by ``rdma_cm`` once, deduplicated; ``missing`` lists required kinds not present
     (per the sysfs class entries, and ``/dev`` for rdma_cm)."""
@@ -47,7 +49,9 @@ def rdma_nodes(host: HostFS, devices: Iterable[RdmaDevice], *, permissions: str 
     if host.exists(RDMA_CM):
         nodes.setdefault(RDMA_CM, DeviceNode(RDMA_CM, permissions=permissions))
         kinds.add("rdma_cm")
-    missing = tuple(k for k in REQUIRED_RDMA_NODES if k not in kinds) if any_device else (
-        REQUIRED_RDMA_NODES
+    missing = (
+        tuple(k for k in REQUIRED_RDMA_NODES if k not in kinds)
+        if any_device
+        else (REQUIRED_RDMA_NODES)
     )
     return RdmaNodes(tuple(nodes.values()), missing)

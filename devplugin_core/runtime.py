@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -208,11 +209,19 @@ class PluginRuntime(Generic[C]):
         if self.spec.preflight is not None:
             self.spec.preflight(loaded.config, self.context)
         self.loaded, self.resource_set = loaded, resource_set
-        log.info("%s %s starting: config %s, host root %s, registration mode %s",
-                 self.spec.name, __version__, loaded.source, self.host.root, self.mode)
+        log.info(
+            "%s %s starting: config %s, host root %s, registration mode %s",
+            self.spec.name,
+            __version__,
+            loaded.source,
+            self.host.root,
+            self.mode,
+        )
         if self.host.fake:
-            log.warning("host root %s is a fake host: regular files stand in for device nodes",
-                        self.host.root)
+            log.warning(
+                "host root %s is a fake host: regular files stand in for device nodes",
+                self.host.root,
+            )
         log.info("effective config: %s", json.dumps(encode(loaded.config), sort_keys=True))
         self.metrics.config_reloads.labels("ok").inc()
         self.metrics.config_last_success.set(time.time())
@@ -222,8 +231,12 @@ class PluginRuntime(Generic[C]):
         await self.discover_once()
         await asyncio.gather(*(self.check_health_once(n) for n in self.resources))
         if self.cdi is not None:
-            await in_thread(self._bg_pool, 30, self.cdi.cleanup,
-                            [rt.cdi for rt in self.resources.values() if rt.cdi])
+            await in_thread(
+                self._bg_pool,
+                30,
+                self.cdi.cleanup,
+                [rt.cdi for rt in self.resources.values() if rt.cdi],
+            )
         await self._start_http()
         self._watch = KubeletWatch(
             [self.options.kubelet_dir, self.endpoint_config.socket_dir],
@@ -259,8 +272,7 @@ class PluginRuntime(Generic[C]):
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
-        for name in list(self._resource_tasks):
-            await self._stop_resource(name)
+        await asyncio.gather(*(self._stop_resource(n) for n in list(self._resource_tasks)))
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
@@ -327,8 +339,9 @@ class PluginRuntime(Generic[C]):
     # ------------------------------------------------------------------------------------------
     # resources and endpoints
     def _new_resource(self, resource: Resource) -> ResourceRuntime:
-        return ResourceRuntime(resource, self.host, self.metrics, self._alloc_pool,
-                               cdi=self.cdi is not None)
+        return ResourceRuntime(
+            resource, self.host, self.metrics, self._alloc_pool, cdi=self.cdi is not None
+        )
 
     def _start_resource(self, name: str) -> None:
         rt = self.resources[name]
@@ -376,15 +389,19 @@ class PluginRuntime(Generic[C]):
         if not address:
             return
         self.http = HttpServer(
-            address, self.registry, self.ready,
-            certfile=self.options.metrics_tls_cert, keyfile=self.options.metrics_tls_key,
+            address,
+            self.registry,
+            self.ready,
+            certfile=self.options.metrics_tls_cert,
+            keyfile=self.options.metrics_tls_key,
         )
         await self.http.start()
 
     # ------------------------------------------------------------------------------------------
     # discovery
-    def _validated(self, resource: Resource, devices: Sequence[Device],
-                   problems: set[str], invalid: set[str]) -> list[Device]:
+    def _validated(
+        self, resource: Resource, devices: Sequence[Device], problems: set[str], invalid: set[str]
+    ) -> list[Device]:
         """Devices whose edits pass the host-path rules; the rest are advertised Unhealthy."""
         validator = EditsValidator(self.host, resource)
         verdicts: dict[int, str | None] = {}
@@ -403,21 +420,23 @@ class PluginRuntime(Generic[C]):
                 if problem is not None:
                     message = f"{resource.name}: device {device.id} advertised Unhealthy: {problem}"
                     problems.add(message)
-                    invalid.add(device.id)
+                    invalid[device.id] = problem
                     device = dataclasses.replace(device, healthy=False)
             out.append(device)
         return out
 
     def _discover_blocking(
         self, resources: dict[str, Resource]
-    ) -> tuple[dict[str, tuple[list[Device], set[str]] | BaseException], list[Rejection], set[str]]:
+    ) -> tuple[
+        dict[str, tuple[list[Device], dict[str, str]] | BaseException], list[Rejection], set[str]
+    ]:
         scan = DiscoveryPass(self.host)
-        results: dict[str, tuple[list[Device], set[str]] | BaseException] = {}
+        results: dict[str, tuple[list[Device], dict[str, str]] | BaseException] = {}
         problems: set[str] = set()
         for name, resource in resources.items():
             try:
                 devices = list(resource.discoverer.discover(scan))
-                invalid: set[str] = set()
+                invalid: dict[str, str] = {}
                 results[name] = (self._validated(resource, devices, problems, invalid), invalid)
             except Exception as err:  # a plugin bug must not stop the other resources
                 log.exception("%s: discovery failed", name)
@@ -433,12 +452,15 @@ class PluginRuntime(Generic[C]):
         start = time.monotonic()
         try:
             results, rejections, problems = await self._discovery.run(
-                self._bg_pool, self.options.discovery_timeout,
+                self._bg_pool,
+                self.options.discovery_timeout,
                 lambda: self._discover_blocking(resources),
             )
         except TimeoutError:
-            log.error("discovery did not finish within %.0fs; keeping the previous devices",
-                      self.options.discovery_timeout)
+            log.error(
+                "discovery did not finish within %.0fs; keeping the previous devices",
+                self.options.discovery_timeout,
+            )
             for name in resources:
                 self.metrics.discovery_errors.labels(name, "timeout").inc()
             return False
@@ -455,13 +477,16 @@ class PluginRuntime(Generic[C]):
             if isinstance(value, BaseException):
                 self.metrics.discovery_errors.labels(name, "error").inc()
                 continue
-            devices, rt.invalid_ids = value
+            devices, rt.invalid = value
             old_keys = {d.health_key for d in rt.devices}
             if rt.set_devices(devices):
                 changed.append(name)
             if {d.health_key for d in rt.devices} - old_keys and self._started:
-                self._spawn(f"health-now:{name}:{time.monotonic()}",
-                            self.check_health_once(name), supervised=False)
+                self._spawn(
+                    f"health-now:{name}:{time.monotonic()}",
+                    self.check_health_once(name),
+                    supervised=False,
+                )
         if self.cdi is not None and changed:
             await self._write_cdi(changed)
         self.discovered.fire()
@@ -474,7 +499,7 @@ class PluginRuntime(Generic[C]):
         for name in names:
             rt = self.resources[name]
             if rt.cdi is not None:
-                jobs.append((rt.cdi, [d for d in rt.devices if d.id not in rt.invalid_ids]))
+                jobs.append((rt.cdi, [d for d in rt.devices if d.id not in rt.invalid]))
 
         def write_all() -> None:
             for kind, devices in jobs:
@@ -510,14 +535,16 @@ class PluginRuntime(Generic[C]):
             interval = self.resource_set.fingerprint_interval if self.resource_set else 5.0
             await asyncio.sleep(max(interval, 0.1))
             resources = {name: rt.resource for name, rt in self.resources.items()}
-            if not any(type(r.discoverer).fingerprint is not Discoverer.fingerprint
-                       for r in resources.values()):
+            if not any(
+                type(r.discoverer).fingerprint is not Discoverer.fingerprint
+                for r in resources.values()
+            ):
                 continue
             if self._fingerprint_job.busy:
                 continue
             try:
                 prints = await self._fingerprint_job.run(
-                    self._bg_pool, 10, lambda: self._fingerprint_blocking(resources)
+                    self._bg_pool, 10, functools.partial(self._fingerprint_blocking, resources)
                 )
             except TimeoutError:
                 log.warning("fingerprint check timed out")
@@ -577,7 +604,8 @@ class PluginRuntime(Generic[C]):
                     watched = checker
                     if checker is not None:
                         watcher = asyncio.get_running_loop().create_task(
-                            self._run_watch(name, checker, wake), name=f"health-watch:{name}")
+                            self._run_watch(name, checker, wake), name=f"health-watch:{name}"
+                        )
                 if checker is None:
                     await self.reloaded.wait(self.reloaded.generation)
                     continue
@@ -611,7 +639,9 @@ class PluginRuntime(Generic[C]):
                     self.spec.preflight(loaded.config, self.context)
             except DevicePluginError as err:
                 self.metrics.config_reloads.labels("failed").inc()
-                log.error("config reload (%s) rejected, keeping the running config: %s", reason, err)
+                log.error(
+                    "config reload (%s) rejected, keeping the running config: %s", reason, err
+                )
                 return False
             if self.loaded is not None and loaded.digest == self.loaded.digest:
                 return False
@@ -620,8 +650,11 @@ class PluginRuntime(Generic[C]):
             await self._apply(loaded, resource_set)
             self.metrics.config_reloads.labels("ok").inc()
             self.metrics.config_last_success.set(time.time())
-            log.info("config reloaded (%s); effective config: %s", reason,
-                     json.dumps(encode(loaded.config), sort_keys=True))
+            log.info(
+                "config reloaded (%s); effective config: %s",
+                reason,
+                json.dumps(encode(loaded.config), sort_keys=True),
+            )
             return True
 
     async def _apply(self, loaded: LoadedConfig[C], resource_set: ResourceSet) -> None:
@@ -645,8 +678,12 @@ class PluginRuntime(Generic[C]):
         await self.discover_once()
         await asyncio.gather(*(self.check_health_once(n) for n in self.resources))
         if self.cdi is not None:
-            await in_thread(self._bg_pool, 30, self.cdi.cleanup,
-                            [rt.cdi for rt in self.resources.values() if rt.cdi])
+            await in_thread(
+                self._bg_pool,
+                30,
+                self.cdi.cleanup,
+                [rt.cdi for rt in self.resources.values() if rt.cdi],
+            )
         for name in added:
             if self._started and not self._stopped.is_set():
                 self._start_resource(name)
@@ -658,7 +695,6 @@ class PluginRuntime(Generic[C]):
         async with ConfigWatch(path) as watch:
             async for _ in watch.changes():
                 await self.reload("file changed")
-
 
 
 def _all_bad(devices: Sequence[Device], reason: str) -> dict[str, Observation]:

@@ -119,7 +119,9 @@ def match_flag(key: str, attr: str, enabled: bool) -> Filter | None:
     """Keep candidates whose boolean ``attr`` is true, when ``enabled`` (false = no filter)."""
     if not enabled:
         return None
-    return Filter(key, lambda c: bool(getattr(c, attr)), lambda c: f"{key} is set but {attr} is false")
+    return Filter(
+        key, lambda c: bool(getattr(c, attr)), lambda c: f"{key} is set but {attr} is false"
+    )
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ async def run_plugin(
     kubelet_dir = kubelet.directory if isinstance(kubelet, FakeKubelet) else kubelet
     config_file: str | None = None
     if isinstance(config, Mapping):
-        config_file = write_config(os.path.join(os.path.dirname(kubelet_dir), "config.json"), config)
+        config_file = write_config(
+            os.path.join(os.path.dirname(kubelet_dir), "config.json"), config
+        )
     elif config is not None:
         config_file = os.fspath(config)
     defaults: dict[str, Any] = {

@@ -7,7 +7,7 @@ Layout (all paths under ``root``; a marker file lets regular files stand in for 
         subsystem_vendor subsystem_device revision
         driver -> ../../../../bus/pci/drivers/mlx5_core        (relative links, as the kernel)
         iommu_group -> ../../../../kernel/iommu_groups/45
-        sriov_totalvfs sriov_numvfs virtfnN -> ../0000:3b:00.2   (PF)   physfn -> ../0000:3b:00.0 (VF)
+        sriov_totalvfs sriov_numvfs virtfnN -> ../0000:3b:00.2 (PF); physfn -> ../0000:3b:00.0 (VF)
         net/<ifname>/{type,operstate,carrier,address,ifindex}
         infiniband/mlx5_0/{node_type,node_guid,fw_ver,hca_type,ports/1/{state,phys_state,
                            link_layer,rate,pkeys/0,counters/...}}
@@ -38,8 +38,15 @@ from ..hostfs import FAKE_HOST_MARKER, HostFS
 __all__ = ["FakeHost", "FakePci"]
 
 _STATE_NAMES = {1: "DOWN", 2: "INIT", 3: "ARMED", 4: "ACTIVE", 5: "ACTIVE_DEFER"}
-_PHYS_NAMES = {1: "Sleep", 2: "Polling", 3: "Disabled", 4: "PortConfigurationTraining",
-               5: "LinkUp", 6: "LinkErrorRecovery", 7: "Phy Test"}
+_PHYS_NAMES = {
+    1: "Sleep",
+    2: "Polling",
+    3: "Disabled",
+    4: "PortConfigurationTraining",
+    5: "LinkUp",
+    6: "LinkErrorRecovery",
+    7: "Phy Test",
+}
 
 
 @dataclass
@@ -173,11 +180,25 @@ class FakeHost:
             self.set_iommu_group(address, iommu_group)
         return address
 
-    def add_bridge(self, address: str, *, parents: Sequence[str] = (), numa_node: int | None = None,
-                   vendor: str = "8086", device: str = "2030") -> str:
+    def add_bridge(
+        self,
+        address: str,
+        *,
+        parents: Sequence[str] = (),
+        numa_node: int | None = None,
+        vendor: str = "8086",
+        device: str = "2030",
+    ) -> str:
         """A PCI-to-PCI bridge (class 0x0604); pass it in ``parents`` of devices below it."""
-        return self.add_pci(address, vendor=vendor, device=device, class_code=0x060400,
-                            driver="pcieport", numa_node=numa_node, parents=parents)
+        return self.add_pci(
+            address,
+            vendor=vendor,
+            device=device,
+            class_code=0x060400,
+            driver="pcieport",
+            numa_node=numa_node,
+            parents=parents,
+        )
 
     def bind(self, address: str, driver: str) -> None:
         dev = self.pci[address]
@@ -234,8 +255,16 @@ class FakeHost:
         class_code: int = 0x020000,
     ) -> str:
         """An SR-IOV capable PF (``sriov_totalvfs``, ``sriov_numvfs`` = 0 until VFs are added)."""
-        self.add_pci(address, vendor=vendor, device=device, driver=driver, numa_node=numa_node,
-                     parents=parents, iommu_group=iommu_group, class_code=class_code)
+        self.add_pci(
+            address,
+            vendor=vendor,
+            device=device,
+            driver=driver,
+            numa_node=numa_node,
+            parents=parents,
+            iommu_group=iommu_group,
+            class_code=class_code,
+        )
         path = self.pci[address].path
         self.write(f"{path}/sriov_totalvfs", f"{totalvfs}\n")
         self.write(f"{path}/sriov_numvfs", "0\n")
@@ -258,9 +287,16 @@ class FakeHost:
     ) -> str:
         """A VF of ``pf`` with ``virtfn<index>``/``physfn`` links; bumps ``sriov_numvfs``."""
         pf_dev = self.pci[pf]
-        self.add_pci(address, vendor=vendor or pf_dev.vendor, device=device, driver=driver,
-                     numa_node=pf_dev.numa_node, iommu_group=iommu_group,
-                     class_code=pf_dev.class_code, sibling_of=pf)
+        self.add_pci(
+            address,
+            vendor=vendor or pf_dev.vendor,
+            device=device,
+            driver=driver,
+            numa_node=pf_dev.numa_node,
+            iommu_group=iommu_group,
+            class_code=pf_dev.class_code,
+            sibling_of=pf,
+        )
         vf_path = self.pci[address].path
         self.symlink(f"{vf_path}/physfn", pf_dev.path)
         self.symlink(f"{pf_dev.path}/virtfn{index}", vf_path)
@@ -284,16 +320,23 @@ class FakeHost:
         self.write(f"{pf_dev.path}/sriov_numvfs", "0\n")
 
     # -- netdevs -------------------------------------------------------------------------------
-    def add_netdev(self, address: str, name: str, *, link_type: str = "ether",
-                   up: bool = True, mac: str | None = None) -> str:
+    def add_netdev(
+        self,
+        address: str,
+        name: str,
+        *,
+        link_type: str = "ether",
+        up: bool = True,
+        mac: str | None = None,
+    ) -> str:
         dev = self.pci[address]
         ndir = f"{dev.path}/net/{name}"
         type_id = {"ether": 1, "infiniband": 32}.get(link_type, 1)
         self.write(f"{ndir}/type", f"{type_id}\n")
         self.write(f"{ndir}/ifindex", f"{self._ifindex}\n")
         self._ifindex += 1
-        mac = mac or "02:00:00:%02x:%02x:%02x" % (self._ifindex >> 16 & 0xFF,
-                                                  self._ifindex >> 8 & 0xFF, self._ifindex & 0xFF)
+        n = self._ifindex
+        mac = mac or f"02:00:00:{n >> 16 & 0xFF:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}"
         self.write(f"{ndir}/address", f"{mac}\n")
         self.symlink(f"/sys/class/net/{name}", ndir)
         dev.netdevs.append(name)
@@ -360,8 +403,12 @@ class FakeHost:
             self.write(f"{pdir}/lid", "0x0\n" if link_layer == "Ethernet" else f"0x{port:x}\n")
             self.write(f"{pdir}/pkeys/0", "0xffff\n")
             if counters:
-                for counter in ("port_xmit_data", "port_rcv_data", "port_xmit_packets",
-                                "port_rcv_packets"):
+                for counter in (
+                    "port_xmit_data",
+                    "port_rcv_data",
+                    "port_xmit_packets",
+                    "port_rcv_packets",
+                ):
                     self.write(f"{pdir}/counters/{counter}", "0\n")
             self.set_port_state(ibdev, port, active=True)
             self._add_class_char(dev.path, "infiniband_mad", f"umad{self._umad}", ibdev, port)
@@ -377,8 +424,9 @@ class FakeHost:
         self.write("/sys/class/infiniband_mad/abi_version", "5\n")
         return ibdev
 
-    def _add_class_char(self, dev_path: str, cls: str, name: str, ibdev: str,
-                        port: int | None) -> None:
+    def _add_class_char(
+        self, dev_path: str, cls: str, name: str, ibdev: str, port: int | None
+    ) -> None:
         cdir = f"{dev_path}/{cls}/{name}"
         self.write(f"{cdir}/ibdev", f"{ibdev}\n")
         self.write(f"{cdir}/dev", "231:0\n")
@@ -429,11 +477,20 @@ class FakeHost:
         if index is None:
             index = self._rbln
         self._rbln = max(self._rbln, index + 1)
-        self.add_pci(address, vendor="1eff", device=device, class_code=0x120000, driver=driver,
-                     numa_node=numa_node, parents=parents)
+        self.add_pci(
+            address,
+            vendor="1eff",
+            device=device,
+            class_code=0x120000,
+            driver=driver,
+            numa_node=numa_node,
+            parents=parents,
+        )
         path = self.pci[address].path
-        content = pools if pools is not None else (
-            f"poolinfo - 0.1\nrbln{index}               0    4 1024  1\n"
+        content = (
+            pools
+            if pools is not None
+            else (f"poolinfo - 0.1\nrbln{index}               0    4 1024  1\n")
         )
         self.write(f"{path}/pools", content)
         self.write(f"/sys/class/rebellions/rbln{index}/kernel_version", "1.3.73\n")

@@ -70,7 +70,9 @@ class _RegistrationService(pb_grpc.RegistrationServicer):  # type: ignore[misc]
     def __init__(self, kubelet: FakeKubelet) -> None:
         self.kubelet = kubelet
 
-    async def Register(self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext) -> pb.Empty:
+    async def Register(
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Empty:
         error = await self.kubelet._register(request)
         if error:
             await context.abort(grpc.StatusCode.UNKNOWN, error)
@@ -80,11 +82,19 @@ class _RegistrationService(pb_grpc.RegistrationServicer):  # type: ignore[misc]
 class FakeKubelet:
     """A fake kubelet on ``directory`` (keep it short: unix socket paths max out near 107 bytes)."""
 
-    def __init__(self, directory: str, *, mode: str = "kubelet", registry_dir: str | None = None,
-                 scan_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        mode: str = "kubelet",
+        registry_dir: str | None = None,
+        scan_interval: float = 0.1,
+    ) -> None:
         self.directory = directory
         self.mode = mode
-        self.registry_dir = registry_dir or os.path.join(os.path.dirname(directory), "plugins_registry")
+        self.registry_dir = registry_dir or os.path.join(
+            os.path.dirname(directory), "plugins_registry"
+        )
         self.scan_interval = scan_interval
         self.socket_path = os.path.join(directory, "kubelet.sock")
         self.registrations: list[Registration] = []
@@ -148,17 +158,28 @@ class FakeKubelet:
     # -- registration --------------------------------------------------------------------------
     async def _register(self, request: pb.RegisterRequest) -> str | None:
         if request.version != "v1beta1":
-            return (f"requested API version {request.version!r} is not supported by kubelet. "
-                    "Supported version is 'v1beta1'")
+            return (
+                f"requested API version {request.version!r} is not supported by kubelet. "
+                "Supported version is 'v1beta1'"
+            )
         reason = extended_resource_name_error(request.resource_name)
         if reason:
             return f"the ResourceName {request.resource_name!r} is invalid: {reason}"
         if request.resource_name in self.refuse:
             return self.refuse[request.resource_name]
         if "/" in request.endpoint or not request.endpoint:
-            return f"endpoint must be a file name in the device-plugin directory: {request.endpoint!r}"
-        self.registrations.append(Registration(request.resource_name, request.endpoint,
-                                               request.version, request.options, time.time()))
+            return (
+                f"endpoint must be a file name in the device-plugin directory: {request.endpoint!r}"
+            )
+        self.registrations.append(
+            Registration(
+                request.resource_name,
+                request.endpoint,
+                request.version,
+                request.options,
+                time.time(),
+            )
+        )
         path = os.path.join(self.directory, request.endpoint)
         try:
             await self._connect(request.resource_name, path)
@@ -175,8 +196,12 @@ class FakeKubelet:
         except (grpc.aio.AioRpcError, TimeoutError) as err:
             await channel.close()
             if isinstance(err, TimeoutError):
-                raise grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(),
-                                           grpc.aio.Metadata(), "dial timed out") from None
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.aio.Metadata(),
+                    grpc.aio.Metadata(),
+                    "dial timed out",
+                ) from None
             raise
         old = self.connections.get(resource)
         conn = PluginConnection(resource, os.path.basename(path), channel, stub, options)
@@ -263,8 +288,9 @@ class FakeKubelet:
             elif info.name in self.refuse:
                 error = self.refuse[info.name]
             if not error:
-                self.registrations.append(Registration(info.name, os.path.basename(path),
-                                                       "v1beta1", None, time.time()))
+                self.registrations.append(
+                    Registration(info.name, os.path.basename(path), "v1beta1", None, time.time())
+                )
                 endpoint = info.endpoint or path
                 try:
                     await self._connect(info.name, endpoint)
@@ -283,8 +309,9 @@ class FakeKubelet:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0,
-                         what: str = "condition") -> None:
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> None:
         """Wait until ``predicate()`` holds (re-checked on every kubelet event)."""
         try:
             async with asyncio.timeout(timeout):
@@ -294,26 +321,36 @@ class FakeKubelet:
                         async with asyncio.timeout(0.2):
                             await event.wait()
         except TimeoutError:
-            raise AssertionError(f"fake kubelet: timed out after {timeout}s waiting for {what}") from None
+            raise AssertionError(
+                f"fake kubelet: timed out after {timeout}s waiting for {what}"
+            ) from None
 
     def registration_count(self, resource: str) -> int:
         return sum(1 for r in self.registrations if r.resource == resource)
 
-    async def wait_for_registration(self, resource: str, count: int = 1,
-                                    timeout: float = 10.0) -> PluginConnection:
+    async def wait_for_registration(
+        self, resource: str, count: int = 1, timeout: float = 10.0
+    ) -> PluginConnection:
         """Wait for the ``count``-th registration of ``resource`` and its first device list."""
         await self.wait_until(
-            lambda: self.registration_count(resource) >= count
-            and resource in self.connections and bool(self.connections[resource].history),
-            timeout, f"registration #{count} of {resource}",
+            lambda: (
+                self.registration_count(resource) >= count
+                and resource in self.connections
+                and bool(self.connections[resource].history)
+            ),
+            timeout,
+            f"registration #{count} of {resource}",
         )
         return self.connections[resource]
 
     async def wait_for_devices(
-        self, resource: str, predicate: Callable[[list[pb.Device]], bool] = lambda d: True,
+        self,
+        resource: str,
+        predicate: Callable[[list[pb.Device]], bool] = lambda d: True,
         timeout: float = 10.0,
     ) -> list[pb.Device]:
         """Wait until the latest device list of ``resource`` satisfies ``predicate``."""
+
         def ok() -> bool:
             conn = self.connections.get(resource)
             return conn is not None and bool(conn.history) and predicate(conn.devices)
@@ -335,26 +372,45 @@ class FakeKubelet:
         return self.connections[resource]
 
     async def options(self, resource: str) -> pb.DevicePluginOptions:
-        return await self._conn(resource).stub.GetDevicePluginOptions(pb.Empty(), timeout=10)
+        options: pb.DevicePluginOptions = await self._conn(resource).stub.GetDevicePluginOptions(
+            pb.Empty(), timeout=10
+        )
+        return options
 
-    async def allocate(self, resource: str, ids: Sequence[str],
-                       timeout: float = 10.0) -> pb.ContainerAllocateResponse:
+    async def allocate(
+        self, resource: str, ids: Sequence[str], timeout: float = 10.0
+    ) -> pb.ContainerAllocateResponse:
         """Allocate one container's devices; returns ``container_responses[0]`` like the kubelet
         (an empty list of responses is an error, as in the kubelet)."""
         reply = await self._conn(resource).stub.Allocate(
-            pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=list(ids))]),
+            pb.AllocateRequest(
+                container_requests=[pb.ContainerAllocateRequest(devices_ids=list(ids))]
+            ),
             timeout=timeout,
         )
         if not reply.container_responses:
             raise AssertionError("no containers return in allocation response")
-        return reply.container_responses[0]
+        first: pb.ContainerAllocateResponse = reply.container_responses[0]
+        return first
 
-    async def preferred(self, resource: str, available: Sequence[str], must_include: Sequence[str],
-                        size: int, timeout: float = 10.0) -> list[str]:
+    async def preferred(
+        self,
+        resource: str,
+        available: Sequence[str],
+        must_include: Sequence[str],
+        size: int,
+        timeout: float = 10.0,
+    ) -> list[str]:
         reply = await self._conn(resource).stub.GetPreferredAllocation(
-            pb.PreferredAllocationRequest(container_requests=[pb.ContainerPreferredAllocationRequest(
-                available_deviceIDs=list(available), must_include_deviceIDs=list(must_include),
-                allocation_size=size)]),
+            pb.PreferredAllocationRequest(
+                container_requests=[
+                    pb.ContainerPreferredAllocationRequest(
+                        available_deviceIDs=list(available),
+                        must_include_deviceIDs=list(must_include),
+                        allocation_size=size,
+                    )
+                ]
+            ),
             timeout=timeout,
         )
         return list(reply.container_responses[0].deviceIDs)

@@ -29,7 +29,9 @@ class _Lister(pr_grpc.PodResourcesListerServicer):  # type: ignore[misc]
     def __init__(self, fake: FakePodResources) -> None:
         self.fake = fake
 
-    async def List(self, request: pr_pb.ListPodResourcesRequest, context: object) -> pr_pb.ListPodResourcesResponse:
+    async def List(
+        self, request: pr_pb.ListPodResourcesRequest, context: object
+    ) -> pr_pb.ListPodResourcesResponse:
         self.fake.calls += 1
         pods: dict[tuple[str, str], dict[str, list[PodAssignment]]] = {}
         for a in self.fake.assignments:

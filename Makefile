@@ -1,0 +1,61 @@
+# devplugin: `make demo` runs a simulated node end to end, `make test` runs every check.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all setup sysdeps demo demo-once test lint typecheck unit bench soak protos clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# System packages some tests use (a real Prometheus + promtool, iproute2 for netns/veth tests).
+# Installed when missing and we are root with apt; otherwise those tests skip with the reason.
+sysdeps:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system test dependencies (prometheus, iproute2)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus iproute2 >/dev/null) \
+	      || echo "WARNING: apt-get failed; Prometheus/netns tests will be skipped"; \
+	  else \
+	    echo "WARNING: prometheus/iproute2 missing and not installable here; those tests will be skipped"; \
+	  fi; \
+	fi
+
+demo: setup
+	$(BIN)/devplugin demo
+
+lint: setup
+	$(BIN)/ruff check devplugin_core plugins tests examples bench scripts
+	$(BIN)/ruff format --check devplugin_core plugins tests examples bench scripts
+
+typecheck: setup
+	$(BIN)/mypy devplugin_core plugins
+
+unit: setup sysdeps
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+soak: setup
+	DEVPLUGIN_SOAK_RESTARTS=100 $(BIN)/pytest -q -m soak tests
+
+protos: setup
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The demo, printed once (used by CI).
+demo-once: setup
+	$(BIN)/devplugin demo --once

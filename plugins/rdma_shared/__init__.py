@@ -1,0 +1,90 @@
+"""rdma-shared: shared-mode RDMA HCAs, a drop-in for Mellanox/NVIDIA k8s-rdma-shared-dev-plugin.
+
+Many pods (macvlan/ipvlan secondary networks) share the same HCAs. Each ``configList`` entry
+becomes one extended resource (``<resourcePrefix>/<resourceName>``) advertising ``rdmaHcaMax``
+interchangeable slots ``"0"`` … ``"N-1"``; a container that gets any slot gets every
+``/dev/infiniband`` char device of every matched HCA (``rdma_cm`` once, permissions ``rw``).
+
+The config file is upstream's JSON, unchanged (default
+``/k8s-rdma-shared-dev-plugin/config.json``)::
+
+    {
+      "periodicUpdateInterval": 300,          // s; absent -> 60, 0 -> no periodic rescan
+      "healthCheckInterval": 0.5,             // s; ours: port-state checks, 0 disables
+      "configList": [{
+        "resourcePrefix": "rdma",             // default rdma
+        "resourceName": "hca_shared_devices_a",
+        "rdmaHcaMax": 1000,                   // 0..100000; 0 advertises nothing
+        "excludeTopology": false,             // ours: never advertise NUMA
+        "selectors": {"vendors": ["15b3"], "deviceIDs": ["1017"], "drivers": ["mlx5_core"],
+                      "ifNames": ["ib0"], "linkTypes": ["infiniband"]}
+        // or the deprecated "devices": ["ib0", "ib1"] (= selectors.ifNames)
+      }]
+    }
+
+Beyond upstream: port-state health (all matched HCAs down -> Unhealthy, and back), NUMA
+topology when every matched HCA agrees, metrics (``devplugin_rdma_*``), hot-plug rescans, no
+duplicate ``rdma_cm``, no ``LinkSetUp`` side effect. See ``README.md`` next to this file.
+
+Modules: :mod:`.config` (model + validation), :mod:`.inventory` (PCI functions -> HCAs and char
+devices), :mod:`.discovery` (selectors -> shared slots), :mod:`.ports` (live port/netdev reads),
+:mod:`.health`, :mod:`.metrics`, :mod:`.preflight` (netns mode), :mod:`.allocator`,
+:mod:`.verbs` (optional pyverbs), :mod:`.state` (discovery results shared with health/metrics),
+:mod:`.demo`.
+"""
+
+from __future__ import annotations
+
+from devplugin_core import PluginContext, PluginSpec, Resource, ResourceSet
+
+from .allocator import SharedSlotAllocator
+from .config import RdmaSharedConfig
+from .demo import add_demo_hcas
+from .discovery import SharedHcaDiscoverer
+from .health import PortHealthChecker
+from .metrics import RdmaCollector
+from .preflight import check_netns_mode
+from .state import PluginState
+
+__all__ = ["SPEC", "build"]
+
+
+def build(config: RdmaSharedConfig, ctx: PluginContext) -> ResourceSet:
+    """One resource per ``configList`` entry, sharing one discovery state and collector."""
+    state = PluginState()
+    interval = config.update_interval
+    resources = []
+    for entry in config.config_list:
+        health = None
+        if config.health_check_interval > 0:
+            health = PortHealthChecker(ctx.host, state, config.health_check_interval)
+        resources.append(
+            Resource(
+                entry.full_name,
+                SharedHcaDiscoverer(entry, state, hotplug=interval > 0),
+                SharedSlotAllocator(),
+                health,
+            )
+        )
+    return ResourceSet(
+        tuple(resources),
+        rediscover_interval=float(interval),
+        collectors=(RdmaCollector(ctx.host, state),),
+        description={
+            "periodicUpdateInterval": interval,
+            "healthCheckInterval": config.health_check_interval,
+        },
+    )
+
+
+SPEC: PluginSpec[RdmaSharedConfig] = PluginSpec(
+    name="rdma-shared",
+    summary="shared-mode RDMA HCAs (drop-in for k8s-rdma-shared-dev-plugin)",
+    config_model=RdmaSharedConfig,
+    build=build,
+    default_config_file="/k8s-rdma-shared-dev-plugin/config.json",
+    default_metrics_port=9461,
+    preflight=check_netns_mode,
+    demo=add_demo_hcas,
+    docs=__doc__ or "",
+)

@@ -1,0 +1,14 @@
+"""Shared test configuration: examples/ importable; the testing kit's fixtures come from the
+``devplugin`` pytest plugin installed with the package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    config.addinivalue_line("markers", "soak: long fault-injection runs (make soak)")

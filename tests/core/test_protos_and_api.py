@@ -1,0 +1,191 @@
+"""Generated stubs are current, the wire contract's field numbers are pinned, and so is the
+public API surface."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import devplugin_core
+from devplugin_core._proto import deviceplugin_v1beta1_pb2 as pb
+from devplugin_core._proto import pluginregistration_v1_pb2 as reg
+from devplugin_core._proto import podresources_v1_pb2 as pr
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_stubs_are_not_stale(tmp_path):
+    pytest.importorskip("grpc_tools")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gen_protos.py"), "--out", str(tmp_path)], check=True
+    )
+    committed = ROOT / "devplugin_core/_proto"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(p.name for p in committed.iterdir() if p.is_file())
+    mismatch = filecmp.cmpfiles(tmp_path, committed, names, shallow=False)[1]
+    assert not mismatch, f"stale stubs, run `make protos`: {mismatch}"
+
+
+def fields(message: type) -> dict[str, tuple[int, str]]:
+    return {f.name: (f.number, f.type) for f in message.DESCRIPTOR.fields}
+
+
+def test_device_plugin_wire_contract():
+    assert pb.DESCRIPTOR.package == "v1beta1"
+    T = __import__("google.protobuf.descriptor", fromlist=["FieldDescriptor"]).FieldDescriptor
+    S, B, M, I64, I32 = T.TYPE_STRING, T.TYPE_BOOL, T.TYPE_MESSAGE, T.TYPE_INT64, T.TYPE_INT32
+    assert fields(pb.DevicePluginOptions) == {
+        "pre_start_required": (1, B),
+        "get_preferred_allocation_available": (2, B),
+    }
+    assert fields(pb.RegisterRequest) == {
+        "version": (1, S),
+        "endpoint": (2, S),
+        "resource_name": (3, S),
+        "options": (4, M),
+    }
+    assert fields(pb.Device) == {"ID": (1, S), "health": (2, S), "topology": (3, M)}
+    assert fields(pb.NUMANode) == {"ID": (1, I64)}
+    assert fields(pb.ContainerPreferredAllocationRequest) == {
+        "available_deviceIDs": (1, S),
+        "must_include_deviceIDs": (2, S),
+        "allocation_size": (3, I32),
+    }
+    assert fields(pb.ContainerAllocateResponse) == {
+        "envs": (1, M),
+        "mounts": (2, M),
+        "devices": (3, M),
+        "annotations": (4, M),
+        "cdi_devices": (5, M),
+    }
+    assert fields(pb.Mount) == {"container_path": (1, S), "host_path": (2, S), "read_only": (3, B)}
+    assert fields(pb.DeviceSpec) == {
+        "container_path": (1, S),
+        "host_path": (2, S),
+        "permissions": (3, S),
+    }
+    assert fields(pb.CDIDevice) == {"name": (1, S)}
+    services = {
+        s.full_name: [m.name for m in s.methods] for s in pb.DESCRIPTOR.services_by_name.values()
+    }
+    assert services == {
+        "v1beta1.Registration": ["Register"],
+        "v1beta1.DevicePlugin": [
+            "GetDevicePluginOptions",
+            "ListAndWatch",
+            "GetPreferredAllocation",
+            "Allocate",
+            "PreStartContainer",
+        ],
+    }
+    assert reg.DESCRIPTOR.package == "pluginregistration"
+    assert fields(reg.PluginInfo)["supported_versions"][0] == 4
+    assert pr.DESCRIPTOR.package == "v1"
+    assert fields(pr.ContainerDevices) == {
+        "resource_name": (1, S),
+        "device_ids": (2, S),
+        "topology": (3, M),
+    }
+
+
+PUBLIC_API = sorted(
+    [
+        "AllocationError",
+        "AllocationRequest",
+        "Allocator",
+        "Candidate",
+        "CharDevice",
+        "ConfigError",
+        "ContainerEdits",
+        "DecodeContext",
+        "Device",
+        "DeviceNode",
+        "DevicePluginError",
+        "Discoverer",
+        "DiscoveryError",
+        "DiscoveryPass",
+        "Health",
+        "HealthChecker",
+        "HostFS",
+        "HostPathError",
+        "HostReadError",
+        "Mount",
+        "NetDevice",
+        "Observation",
+        "PciDevice",
+        "PciScan",
+        "PluginContext",
+        "PluginFlag",
+        "PluginNotFoundError",
+        "PluginRuntime",
+        "PluginSpec",
+        "Pool",
+        "PoolAssignment",
+        "PreferredRequest",
+        "RdmaDevice",
+        "RdmaPort",
+        "RegistrationError",
+        "Rejection",
+        "Resource",
+        "ResourceSet",
+        "RuntimeOptions",
+        "Selector",
+        "UnhealthyDeviceError",
+        "UnknownDeviceError",
+        "VfRange",
+        "__version__",
+        "assign",
+        "decode",
+        "encode",
+        "extended_resource_name_error",
+        "hex_id_warnings",
+        "load_config",
+        "load_document",
+        "match_flag",
+        "match_values",
+        "match_vf_ranges",
+        "natural_key",
+        "numa_level",
+        "one_or_many",
+        "option",
+        "parse_vf_range",
+        "prefer_packed",
+        "scan_pci",
+        "validate_resource_name",
+    ]
+)
+
+
+def test_public_surface_is_pinned():
+    assert sorted(devplugin_core.__all__) == PUBLIC_API
+    for name in PUBLIC_API:
+        assert hasattr(devplugin_core, name), name
+    import devplugin_core.testing as testing
+
+    assert sorted(testing.__all__) == sorted(
+        [
+            "FakeHost",
+            "FakeKubelet",
+            "FakePci",
+            "FakePodResources",
+            "PluginConnection",
+            "PodAssignment",
+            "Registration",
+            "run_plugin",
+            "short_tempdir",
+            "write_config",
+        ]
+    )
+    assert (ROOT / "devplugin_core/py.typed").exists()
+
+
+def test_pytest_plugin_is_registered():
+    from importlib.metadata import entry_points
+
+    assert any(
+        ep.value == "devplugin_core.testing.pytest_plugin" for ep in entry_points(group="pytest11")
+    )
