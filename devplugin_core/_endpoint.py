@@ -150,8 +150,14 @@ async def register_with_kubelet(
                 request, timeout=timeout, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as err:
+            unreachable = err.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED,
+            )
+            verb = "could not reach the kubelet for" if unreachable else "kubelet refused"
             raise RegistrationError(
-                f"kubelet refused {resource}: {err.code().name}: {err.details()}"
+                f"{verb} {resource}: {err.code().name}: {err.details()}", refused=not unreachable
             ) from None
 
 
@@ -234,10 +240,11 @@ class Endpoint:
                 refusals = 0
             except RegistrationError as err:
                 reason = "register_failed"
-                refusals += 1
                 log.error("%s: %s", self.rt.name, err)
-                if refusals >= self.config.max_refusals:
-                    raise
+                if err.refused:
+                    refusals += 1
+                    if refusals >= self.config.max_refusals:
+                        raise
             except (OSError, RuntimeError, grpc.aio.AioRpcError) as err:
                 reason = "serve_failed"
                 log.error("%s: endpoint failed: %s", self.rt.name, err)

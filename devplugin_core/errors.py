@@ -140,7 +140,11 @@ class UnhealthyDeviceError(AllocationError):
 
 
 class RegistrationError(DevicePluginError):
-    """The kubelet refused the registration or could not be reached."""
+    """The kubelet refused the registration (``refused``) or could not be reached."""
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
+        self.refused = refused
+        super().__init__(message)
 
 
 class PluginNotFoundError(DevicePluginError):

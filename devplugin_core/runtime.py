@@ -256,7 +256,7 @@ class PluginRuntime(Generic[C]):
             )
             self.registry.register(self.podresources)
             self._spawn("podresources", self.podresources.run())
-        if self.options.watch_config and loaded.digest and self.options.config_file is not None:
+        if self.options.watch_config and loaded.digest:
             self._spawn("config-watch", self._config_watch_loop(loaded.source))
         if self.options.handle_signals:
             self._install_signals()
@@ -320,7 +320,8 @@ class PluginRuntime(Generic[C]):
         self._tasks[name] = task
 
         def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.pop(name, None) if self._tasks.get(name) is t else None
+            if self._tasks.get(name) is t:
+                del self._tasks[name]
             if t.cancelled():
                 return
             error = t.exception()
