@@ -187,13 +187,14 @@ class EndpointConfig:
 def socket_name(resource: str, instance: str) -> str:
     """A socket file name for ``resource``: readable, unique per instance, always short.
 
-    ``devplugin-<stem>-<hash8>-<instance>.sock`` with the stem cut to 40 characters, so the
-    path stays far below the 107-byte unix socket limit for any valid resource name.
+    ``devplugin-<stem>-<hash8>-<instance>.sock`` with the stem cut to 24 characters (55
+    characters at most), so even under ``/var/lib/kubelet/plugins_registry/`` the path stays
+    far below the 107-byte unix socket limit for any valid resource name.
     """
     import hashlib
     import re
 
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", resource.replace("/", "_"))[:40]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", resource.replace("/", "_"))[:24]
     digest = hashlib.sha256(resource.encode()).hexdigest()[:8]
     return f"devplugin-{stem}-{digest}-{instance}.sock"
 

@@ -27,6 +27,7 @@ from .errors import (
     UnhealthyDeviceError,
     UnknownDeviceError,
 )
+from .store import Snapshot
 
 log = logging.getLogger("devplugin.server")
 
@@ -56,6 +57,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
         log.info("%s: ListAndWatch stream opened (%d open)", rt.name, rt.streams)
         sent = 0
         closing = asyncio.ensure_future(self.closing.wait())
+        newer: asyncio.Future[Snapshot] | None = None
         try:
             while True:
                 newer = asyncio.ensure_future(rt.state.wait_newer(sent))
@@ -69,6 +71,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
                 rt.metrics.updates.labels(rt.name).inc()
         finally:
             closing.cancel()
+            if newer is not None:
+                newer.cancel()
             rt.stream_closed()
             log.info("%s: ListAndWatch stream closed (%d open)", rt.name, rt.streams)
 

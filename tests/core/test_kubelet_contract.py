@@ -10,6 +10,7 @@ import stat
 import grpc
 import pytest
 
+from devplugin_core import extended_resource_name_error
 from devplugin_core.testing import FakeKubelet, run_plugin
 
 from .gadget import PRE_START_CALLS, SPEC, add_gadgets, config
@@ -251,3 +252,36 @@ async def test_watcher_mode_registration(fake_host, kubelet_dir):
         assert any(n.startswith("devplugin-") for n in os.listdir(kubelet.registry_dir))
         await kubelet.restart()  # wipes plugins_registry sockets too
         await kubelet.wait_for_registration(RES, count=2, timeout=15)
+
+
+def test_socket_names_stay_short_and_distinct():
+    from devplugin_core._endpoint import socket_name
+
+    longest = "a" * 63 + "." + "b" * 180 + "/" + "n" * 63
+    assert extended_resource_name_error(longest) is None
+    name = socket_name(longest, "abcdef")
+    assert len("/var/lib/kubelet/plugins_registry/" + name) < 100
+    assert name.startswith("devplugin-") and name.endswith("-abcdef.sock")
+    assert socket_name("x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa1", "i") != socket_name(
+        "x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa2", "i")
+
+
+async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
+    import threading
+
+    add_gadgets(fake_host, 2)
+
+    def counts() -> tuple[int, int, int]:
+        return (len(os.listdir("/proc/self/fd")), threading.active_count(),
+                len(asyncio.all_tasks()))
+
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES, "example.com/b")):
+        await fake_kubelet.wait_for_registration(RES)
+        seen = []
+        for n in range(2, 14):
+            await fake_kubelet.restart()
+            await fake_kubelet.wait_for_registration(RES, count=n)
+            await fake_kubelet.wait_for_registration("example.com/b", count=n)
+            if n in (5, 13):
+                seen.append(counts())
+        assert seen[1] == seen[0], f"fds/threads/tasks grew: {seen}"
