@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ._aio import Exclusive, Signal, in_thread
+from ._render import DeviceListEncoder
 from .api import AllocationRequest, Observation, PreferredRequest, Resource
 from .cdi import CdiKind, annotate, cdi_kind
 from .errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
@@ -109,6 +110,7 @@ class ResourceRuntime:
         self.health_job = Exclusive()
         self.registered = False
         self._wire: tuple[int, object] | None = None
+        self._encoder = DeviceListEncoder()
 
     # -- state ---------------------------------------------------------------------------------
     def replace_resource(self, resource: Resource) -> None:
@@ -137,22 +139,20 @@ class ResourceRuntime:
     def observe(self, observations: Mapping[str, Observation]) -> bool:
         """Apply one health check round; returns True if the snapshot changed."""
         keys = {d.health_key for d in self.devices}
-        for t in self.tracker.observe(observations, keys):
+        transitions = self.tracker.observe(observations, keys)
+        for t in transitions:
             to = "healthy" if t.healthy else "unhealthy"
             self.metrics.transitions.labels(self.name, t.key, to).inc()
             if t.healthy:
                 log.info("%s: %s is Healthy again", self.name, t.key)
             else:
                 log.warning("%s: %s is Unhealthy: %s", self.name, t.key, t.reason or "check failed")
-        return self.publish()
+        return self.publish() if transitions else False
 
     def publish(self) -> bool:
-        health = {
-            d.id: Health.HEALTHY
-            if d.healthy and self.tracker.is_healthy(d.health_key)
-            else Health.UNHEALTHY
-            for d in self.devices
-        }
+        by_key = {k: self.tracker.is_healthy(k) for k in {d.health_key for d in self.devices}}
+        good, bad = Health.HEALTHY, Health.UNHEALTHY
+        health = {d.id: good if d.healthy and by_key[d.health_key] else bad for d in self.devices}
         return self.state.publish(self.devices, health)
 
     @property
@@ -164,9 +164,7 @@ class ResourceRuntime:
         cached = self._wire
         if cached is not None and cached[0] == snapshot.version:
             return cached[1]
-        from ._render import list_and_watch_response
-
-        message = list_and_watch_response(snapshot)
+        message = self._encoder.encode(snapshot)
         self._wire = (snapshot.version, message)
         return message
 

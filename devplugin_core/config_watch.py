@@ -46,8 +46,15 @@ class ConfigWatch:
 
         watch = self
 
+        name = os.path.basename(self.path)
+
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: object) -> None:
+                paths = [getattr(event, "src_path", ""), getattr(event, "dest_path", "")]
+                names = {os.path.basename(os.fsdecode(p)) for p in paths if p}
+                # our file, or a ConfigMap volume's ..data / ..<timestamp> swap
+                if not any(n == name or n.startswith("..") for n in names):
+                    return
                 loop = watch._loop
                 if loop is not None and not loop.is_closed():
                     with contextlib.suppress(RuntimeError):

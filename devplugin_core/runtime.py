@@ -181,6 +181,7 @@ class PluginRuntime(Generic[C]):
         self._fingerprints: dict[str, Hashable] = {}
         self._plugin_collectors: tuple[Any, ...] = ()
         self._reload_lock = asyncio.Lock()
+        self._attempted_digest = ""
         self.registry.register(SnapshotCollector(self._views))
 
     # ------------------------------------------------------------------------------------------
@@ -634,6 +635,8 @@ class PluginRuntime(Generic[C]):
     async def reload(self, reason: str = "manual") -> bool:
         """Reload the config file; apply it if valid. Returns True when a new config was applied."""
         async with self._reload_lock:
+            if self.loaded is not None and self.loaded.digest and not self._config_changed():
+                return False
             try:
                 loaded, resource_set = self.load()
                 if self.spec.preflight is not None:
@@ -657,6 +660,20 @@ class PluginRuntime(Generic[C]):
                 json.dumps(encode(loaded.config), sort_keys=True),
             )
             return True
+
+    def _config_changed(self) -> bool:
+        """Cheap check before a reload: did the file's bytes change since the last load?"""
+        import hashlib
+
+        assert self.loaded is not None
+        try:
+            with open(self.loaded.source, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return True  # let the full load report the problem
+        last = self._attempted_digest or self.loaded.digest
+        self._attempted_digest = digest
+        return digest != last
 
     async def _apply(self, loaded: LoadedConfig[C], resource_set: ResourceSet) -> None:
         new = {r.name: r for r in resource_set.resources}
