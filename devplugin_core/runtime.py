@@ -402,7 +402,11 @@ class PluginRuntime(Generic[C]):
     # ------------------------------------------------------------------------------------------
     # discovery
     def _validated(
-        self, resource: Resource, devices: Sequence[Device], problems: set[str], invalid: set[str]
+        self,
+        resource: Resource,
+        devices: Sequence[Device],
+        problems: set[str],
+        invalid: dict[str, str],
     ) -> list[Device]:
         """Devices whose edits pass the host-path rules; the rest are advertised Unhealthy."""
         validator = EditsValidator(self.host, resource)

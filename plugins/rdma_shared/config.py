@@ -133,8 +133,7 @@ class ResourceConfig:
     devices: tuple[str, ...] = option(
         "devices", default=(), decoder=_legacy_devices, doc="deprecated: same as selectors.ifNames"
     )
-    # option() is dataclasses.field() with metadata; Selectors is frozen (RUF009 cannot tell).
-    selectors: Selectors = option("selectors", default=Selectors(), doc="device selectors")  # noqa: RUF009
+    selectors: Selectors = option("selectors", default=Selectors(), doc="device selectors")
     exclude_topology: bool = option(
         "excludeTopology", default=False, doc="never advertise NUMA topology (ours)"
     )

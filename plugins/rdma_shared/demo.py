@@ -43,12 +43,12 @@ def add_demo_hcas(host: Any) -> dict[str, Any]:
         "periodicUpdateInterval": 60,
         "configList": [
             {
-                "resourceName": "roce_shared_devices",
+                "resourceName": "roce_shared",
                 "rdmaHcaMax": 63,
                 "selectors": {"vendors": ["15b3"], "linkTypes": ["ether"]},
             },
             {
-                "resourceName": "ib_shared_devices",
+                "resourceName": "ib_shared",
                 "rdmaHcaMax": 16,
                 "selectors": {"vendors": ["15b3"], "linkTypes": ["infiniband"]},
             },

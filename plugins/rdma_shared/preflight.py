@@ -21,6 +21,16 @@ log = logging.getLogger("devplugin.rdma_shared")
 NETNS_MODE_PARAM = "/sys/module/ib_core/parameters/netns_mode"
 
 
+_noted: set[str] = set()
+
+
+def _note(message: str) -> None:
+    """Log ``message`` once per process: preflight also runs on every config reload."""
+    if message not in _noted:
+        _noted.add(message)
+        log.warning("%s", message)
+
+
 class ExclusiveNetnsModeError(DevicePluginError):
     """The RDMA subsystem is in exclusive netns mode: shared HCAs are impossible."""
 
@@ -34,12 +44,12 @@ def check_netns_mode(config: RdmaSharedConfig, ctx: PluginContext) -> None:
     try:
         mode = ctx.host.read_attr(NETNS_MODE_PARAM)
     except HostReadError as err:
-        log.warning("cannot read the RDMA netns mode (%s); assuming shared", err)
+        _note(f"cannot read the RDMA netns mode ({err}); assuming shared")
         return
     if mode is None:
-        log.info(
-            "%s not found (old kernel or ib_core not loaded); assuming shared netns mode",
-            NETNS_MODE_PARAM,
+        _note(
+            f"{NETNS_MODE_PARAM} not found (old kernel, or ib_core not loaded yet); "
+            "assuming shared netns mode"
         )
         return
     if mode.upper() in ("N", "0"):

@@ -138,7 +138,7 @@ class RebelNpuConfig:
     rbln_smi_timeout: float = option("rblnSmiTimeout", default=5.0,
                                      doc="seconds one rbln-smi call may take")
     rbln_smi_interval: float = option("rblnSmiInterval", default=10.0,
-                                      doc="minimum seconds between rbln-smi -j polls")
+                                      doc="minimum seconds between rbln-smi -j polls (0 = never)")
     health: HealthConfig = option("health", default_factory=HealthConfig)
 
     def __post_init__(self) -> None:
@@ -151,7 +151,8 @@ class RebelNpuConfig:
             raise ConfigError("rsdLockFile", "must be set")
         _bounded(self.rsd_timeout, 0.1, 60, "rsdTimeout")
         _bounded(self.rbln_smi_timeout, 0.1, 60, "rblnSmiTimeout")
-        _bounded(self.rbln_smi_interval, 0.1, 3600, "rblnSmiInterval")
+        if self.rbln_smi_interval != 0:
+            _bounded(self.rbln_smi_interval, 0.1, 3600, "rblnSmiInterval")
         names = [p.full_name for p in self.resource_list]
         for i, name in enumerate(names):
             if name in names[:i]:

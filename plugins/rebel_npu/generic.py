@@ -24,7 +24,7 @@ import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
-from devplugin_core import Device, HostFS, PciDevice, PreferredRequest, natural_key, prefer_packed
+from devplugin_core import Device, HostFS, PciDevice, PreferredRequest, prefer_packed
 from devplugin_core.allocation import KeyFn
 from devplugin_core.pci import pci_class
 
@@ -166,7 +166,7 @@ def prefer_nested(request: PreferredRequest, levels: Sequence[KeyFn]) -> list[st
             key = level(device)
             if key is not None:
                 groups.setdefault(key, []).append(device)
-        for key in sorted(groups, key=lambda k: natural_key(str(k))):
+        for key in sorted(groups, key=str):
             members = groups[key]
             extra = [d for d in must if d not in members]
             if len(members) + len(extra) < request.size or (depth, key) in seen:

@@ -1,8 +1,9 @@
 """A fake RDMA node and helpers shared by the rdma_shared tests.
 
-The node (:func:`build_node`, ``node`` fixture in conftest) has two RoCE ConnectX-5 PFs on NUMA 0 and 1, one ConnectX-6
-InfiniBand HCA on NUMA 1, an Intel E810 NIC (no RDMA) that must always be ignored, and
-``/dev/infiniband/rdma_cm``. FakeHost numbers the char devices in creation order::
+The node (:func:`build_node`; the ``node`` fixture in conftest) has two RoCE ConnectX-5 PFs
+on NUMA 0 and 1, one ConnectX-6 InfiniBand HCA on NUMA 1, an Intel E810 NIC (no RDMA) that
+must always be ignored, and ``/dev/infiniband/rdma_cm``. FakeHost numbers the char devices
+in creation order::
 
     0000:3b:00.0  mlx5_0  enp59s0f0np0   ether       NUMA 0  umad0 uverbs0
     0000:86:00.0  mlx5_1  enp134s0f0np0  ether       NUMA 1  umad1 uverbs1

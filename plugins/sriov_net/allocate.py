@@ -1,0 +1,97 @@
+"""Allocate and GetPreferredAllocation for one pool.
+
+Allocate re-reads each requested function (driver, IOMMU group, uio and RDMA devices) and
+returns its device nodes plus ``PCIDEVICE_<PREFIX>_<NAME>`` and ``..._INFO`` exactly as upstream
+formats them — except that the ``uio`` entry is complete on the first allocation too (upstream
+fills it only after the device specs were computed once). netDevice pools also write the
+device-info files.
+
+Preferred allocation (upstream has none): keep ``must_include``, fit the request into one NUMA
+node when possible, and inside it spread the VFs over as many PFs as possible (a PF or cable
+failure then takes out fewer of a pod's VFs) — or, with ``allocationPolicy: packed``, fill as
+few PFs as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+
+from devplugin_core import (
+    AllocationError,
+    AllocationRequest,
+    Allocator,
+    ContainerEdits,
+    Device,
+    HostFS,
+    HostReadError,
+    PreferredRequest,
+    numa_level,
+    prefer_packed,
+)
+from devplugin_core.pcidp import pcidevice_env
+
+from .deviceinfo import DeviceInfoFiles
+from .discovery import PoolSpec
+from .specs import Needs, build_specs, read_state
+
+__all__ = ["PoolAllocator", "pf_level"]
+
+log = logging.getLogger("devplugin.sriov_net.allocate")
+
+
+def pf_level(device: Device) -> Hashable:
+    """Grouping key: the VF's PF (``None`` for functions without one)."""
+    return device.attributes.get("pf") or None
+
+
+class PoolAllocator(Allocator):
+    """What a container gets for VFs of one pool."""
+
+    def __init__(self, host: HostFS, spec: PoolSpec, device_info: DeviceInfoFiles | None) -> None:
+        self.host = host
+        self.spec = spec
+        self.device_info = device_info if spec.is_net else None
+
+    def _needs(self, device: Device) -> Needs:
+        table = self.spec.entry.additional_info
+        extra = None
+        if table is not None:
+            extra = {**table.get("*", {}), **table.get(device.id, {})}
+        return Needs(
+            rdma=device.attributes.get("isRdma") == "true",
+            vhost_net=device.attributes.get("needVhostNet") == "true",
+            extra=extra,
+        )
+
+    def allocate(self, request: AllocationRequest) -> ContainerEdits:
+        parts = []
+        info = {}
+        rdma: dict[str, tuple[str, ...]] = {}
+        for device in request.devices:
+            try:
+                state = read_state(self.host, device.id)
+            except HostReadError as err:
+                raise AllocationError(f"cannot read {device.id}: {err}", [device.id]) from None
+            if state is None:
+                raise AllocationError(f"PCI function {device.id} no longer exists", [device.id])
+            nodes, info[device.id] = build_specs(self.host, state, self._needs(device))
+            rdma[device.id] = state.rdma_names
+            parts.append(ContainerEdits(device_nodes=nodes))
+        env = pcidevice_env(self.spec.prefix, self.spec.resource_name, request.ids, info)
+        if self.device_info is not None:
+            for device_id in request.ids:
+                try:
+                    self.device_info.write(self.spec.name, device_id, rdma[device_id])
+                except OSError as err:
+                    raise AllocationError(
+                        f"cannot write the device-info file for {device_id} in "
+                        f"{self.device_info.directory}: {err}", [device_id]) from None
+        return ContainerEdits(env=env).merge(*parts)
+
+    def preferred(self, request: PreferredRequest) -> Sequence[str]:
+        devices = (*request.available, *request.must_include)
+        levels = [numa_level] if any(d.numa_nodes for d in devices) else []
+        if self.spec.entry.allocation_policy == "packed":
+            return prefer_packed(request, levels=[*levels, pf_level])
+        return prefer_packed(request, levels=levels, spread=pf_level)

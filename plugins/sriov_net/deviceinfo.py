@@ -1,0 +1,92 @@
+"""Device-information files for Multus and the CNIs (NPWG device-info spec 1.1.0).
+
+At Allocate the plugin writes one file per netDevice VF:
+``<dir>/<prefix>-<name>-<pci address>-device.json`` (``/`` in the resource name becomes ``-``),
+read-only (0444), with exactly the bytes upstream's NAD client writes::
+
+    {"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:03:02.2","rdma-device":"mlx5_3"}}
+
+``rdma-device`` appears only for RDMA-capable VFs. The directory (default
+``/var/run/k8s.cni.cncf.io/devinfo/dp``) is a path in the plugin's own filesystem: the DaemonSet
+mounts the host directory there. At start, files left for our own resources are removed (Multus
+looks files up by device ID, so a stale one would describe the wrong pod's device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+
+__all__ = ["DEFAULT_DEVICE_INFO_DIR", "SPEC_VERSION", "DeviceInfoFiles"]
+
+log = logging.getLogger("devplugin.sriov_net.deviceinfo")
+
+DEFAULT_DEVICE_INFO_DIR = "/var/run/k8s.cni.cncf.io/devinfo/dp"
+SPEC_VERSION = "1.1.0"
+_PCI_ID = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
+
+
+def _flat(name: str) -> str:
+    return name.replace("/", "-")
+
+
+class DeviceInfoFiles:
+    """Writes and cleans device-info files in one directory."""
+
+    def __init__(self, directory: str = DEFAULT_DEVICE_INFO_DIR) -> None:
+        self.directory = directory
+
+    def path(self, resource: str, device_id: str) -> str:
+        return os.path.join(self.directory, f"{_flat(resource)}-{_flat(device_id)}-device.json")
+
+    @staticmethod
+    def content(pci_address: str, rdma_devices: Sequence[str] = ()) -> bytes:
+        pci = {"pci-address": pci_address}
+        if rdma_devices:
+            pci["rdma-device"] = ",".join(rdma_devices)
+        document = {"type": "pci", "version": SPEC_VERSION, "pci": pci}
+        return json.dumps(document, separators=(",", ":")).encode()
+
+    def write(self, resource: str, device_id: str, rdma_devices: Sequence[str] = ()) -> str:
+        """Replace the file of ``device_id`` atomically; returns its path. Raises OSError."""
+        os.makedirs(self.directory, exist_ok=True)
+        target = self.path(resource, device_id)
+        fd, tmp = tempfile.mkstemp(prefix=".devinfo-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.content(device_id, rdma_devices))
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def clean(self, resources: Iterable[str]) -> list[str]:
+        """Remove every file of ``resources`` (PCI device IDs only); returns the removed names."""
+        patterns = [re.compile(rf"^{re.escape(_flat(r))}-{_PCI_ID}-device\.json$")
+                    for r in resources]
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            log.warning("cannot list device-info directory %s: %s", self.directory, err)
+            return []
+        removed = []
+        for name in names:
+            if any(p.match(name) for p in patterns):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                    removed.append(name)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    log.warning("cannot remove stale device-info file %s: %s", name, err)
+        return removed

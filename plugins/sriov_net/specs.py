@@ -1,0 +1,145 @@
+"""What a container gets for one function: device nodes and the ``_INFO`` entry, per driver.
+
+Upstream's "info providers", as data: ``generic`` always; ``vfio`` for ``vfio-pci``; ``uio``
+for ``uio``/``igb_uio``/``uio_pci_generic`` (upstream forgets the last one); ``rdma`` when the
+pool asks for RDMA; ``vhost`` for ``needVhostNet``; ``extra`` from ``additionalInfo``.
+Every node is ``rw``. :func:`read_state` re-reads one function at Allocate time, so a group or
+RDMA device that changed since discovery is handed out as it is now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan, RdmaDevice
+from devplugin_core.pci import SYS_PCI_DEVICES, rdma_char_index
+from devplugin_core.rdma import rdma_nodes
+
+__all__ = [
+    "UIO_DRIVERS",
+    "USERSPACE_DRIVERS",
+    "VFIO_DRIVER",
+    "FunctionState",
+    "Needs",
+    "build_specs",
+    "read_state",
+    "state_from_scan",
+]
+
+VFIO_DRIVER = "vfio-pci"
+UIO_DRIVERS = frozenset({"uio", "igb_uio", "uio_pci_generic"})
+USERSPACE_DRIVERS = UIO_DRIVERS | {VFIO_DRIVER}
+VFIO_CONTAINER = "/dev/vfio/vfio"
+VHOST_NET = "/dev/vhost-net"
+TUN = "/dev/net/tun"
+
+Info = dict[str, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class FunctionState:
+    """The driver-dependent facts of one PCI function."""
+
+    address: str
+    driver: str = ""
+    iommu_group: str | None = None
+    noiommu: bool = False
+    uio: tuple[str, ...] = ()
+    rdma: tuple[RdmaDevice, ...] = ()
+
+    @property
+    def rdma_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.rdma)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the pool adds on top of the driver: RDMA nodes, vhost-net, extra info."""
+
+    rdma: bool = False
+    vhost_net: bool = False
+    extra: Mapping[str, str] | None = None
+
+
+def state_from_scan(dev: PciDevice, scan: PciScan) -> FunctionState:
+    return FunctionState(
+        address=dev.address,
+        driver=dev.driver or "",
+        iommu_group=dev.iommu_group,
+        noiommu=dev.iommu_noiommu,
+        uio=dev.uio,
+        rdma=tuple(scan.rdma_of(dev)),
+    )
+
+
+def read_state(host: HostFS, address: str) -> FunctionState | None:
+    """Read one function now (``None`` if it no longer exists). Raises HostReadError."""
+    base = f"{SYS_PCI_DEVICES}/{address}"
+    if not host.exists(base):
+        return None
+    group = host.link_name(f"{base}/iommu_group")
+    noiommu = False
+    if group is not None:
+        noiommu = host.read_attr(f"/sys/kernel/iommu_groups/{group}/name") == "vfio-noiommu"
+    uio = tuple(n for n in host.listdir(f"{base}/uio") if n.startswith("uio") and n[3:].isdigit())
+    names = [n for n in host.listdir(f"{base}/infiniband") if host.is_dir(f"{base}/infiniband/{n}")]
+    chars = rdma_char_index(host) if names else {}
+    return FunctionState(
+        address=address,
+        driver=host.link_name(f"{base}/driver") or "",
+        iommu_group=group if group and group.isdigit() else None,
+        noiommu=noiommu,
+        uio=uio,
+        rdma=tuple(RdmaDevice(n, char_devices=tuple(chars.get(n, ()))) for n in names),
+    )
+
+
+def _vfio(state: FunctionState) -> tuple[list[DeviceNode], dict[str, str]]:
+    nodes = [DeviceNode(VFIO_CONTAINER)]
+    env = {"mount": VFIO_CONTAINER}
+    if state.iommu_group is not None:
+        container = f"/dev/vfio/{state.iommu_group}"
+        host = f"/dev/vfio/noiommu-{state.iommu_group}" if state.noiommu else container
+        nodes.append(DeviceNode(host, container))
+        env["dev-mount"] = container
+    return nodes, env
+
+
+def _rdma(host: HostFS, state: FunctionState) -> tuple[list[DeviceNode], dict[str, str]]:
+    nodes = list(rdma_nodes(host, state.rdma).nodes) if state.rdma else []
+    env: dict[str, str] = {}
+    for node in nodes:
+        name = node.container_path.rsplit("/", 1)[-1]
+        for kind in ("uverbs", "umad", "issm", "rdma_cm"):
+            if name.startswith(kind):
+                env[kind] = node.container_path
+    if state.rdma:
+        env["rdma_dev"] = state.rdma[0].name
+    return nodes, env
+
+
+def build_specs(
+    host: HostFS, state: FunctionState, needs: Needs
+) -> tuple[tuple[DeviceNode, ...], Info]:
+    """Device nodes (in upstream's order) and the ``{provider: {key: value}}`` info map."""
+    nodes: list[DeviceNode] = []
+    info: Info = {"generic": {"deviceID": state.address}}
+    if state.driver == VFIO_DRIVER:
+        vfio_nodes, info["vfio"] = _vfio(state)
+        nodes += vfio_nodes
+    elif state.driver in UIO_DRIVERS:
+        info["uio"] = {}
+        if state.uio:
+            path = f"/dev/{state.uio[0]}"
+            nodes.append(DeviceNode(path))
+            info["uio"]["mount"] = path
+    if needs.extra is not None:
+        info["extra"] = dict(needs.extra)
+    if needs.rdma:
+        rdma_list, info["rdma"] = _rdma(host, state)
+        nodes += rdma_list
+    if needs.vhost_net:
+        nodes += [DeviceNode(VHOST_NET), DeviceNode(TUN)]
+        info["vhost"] = {"net-mount": VHOST_NET, "tun-mount": TUN}
+    return tuple(nodes), info

@@ -1,0 +1,27 @@
+"""The ``devplugin demo`` hook: NPUs and an allocation with the rbln-stat mount."""
+
+from __future__ import annotations
+
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
+from plugins.rebel_npu import SPEC
+
+from .helpers import ATOM, REBEL
+
+
+async def test_demo_node_allocates_with_rbln_stat(fake_host: FakeHost,
+                                                  fake_kubelet: FakeKubelet) -> None:
+    assert SPEC.demo is not None
+    document = SPEC.demo(fake_host)
+    assert document is not None
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=dict(document)):
+        devices = await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
+        assert {n.ID for d in devices for n in d.topology.nodes} == {0, 1}
+        rebel = await fake_kubelet.wait_for_devices(REBEL, lambda d: len(d) == 1)
+        ids = await fake_kubelet.preferred(ATOM, [d.ID for d in devices], [], 2)
+        reply = await fake_kubelet.allocate(ATOM, ids)
+        assert ("/usr/bin/rbln-stat", "/usr/bin/rbln-stat", True) in [
+            (m.host_path, m.container_path, m.read_only) for m in reply.mounts]
+        assert ("/dev/rsd1", "/dev/rsd0") in [
+            (d.host_path, d.container_path) for d in reply.devices]
+        reply = await fake_kubelet.allocate(REBEL, [rebel[0].ID])
+        assert reply.envs["PCIDEVICE_REBELLIONS_AI_REBEL"] == rebel[0].ID
