@@ -136,7 +136,10 @@ def _build(host: HostFS, problems: ProblemLog) -> Inventory:
             if not problem and rdma_cm is None:
                 problem = f"missing RDMA char device {RDMA_CM} (is rdma_ucm loaded?)"
             problems.report(dev.address, problem)
-        ref = HcaRef(dev.address, ports, dev.netdev)
+        # RoCE traffic rides on the netdev, so its link counts; an InfiniBand HCA's IPoIB netdev
+        # may be down or unconfigured while verbs traffic flows: only its ports count.
+        netdev = "" if candidate.link_type == "infiniband" else dev.netdev
+        ref = HcaRef(dev.address, ports, netdev)
         hcas.append(Hca(candidate, dev.numa_node, tuple(names), ref, nodes, problem))
     problems.forget_missing({h.address for h in hcas})
     return Inventory(tuple(hcas), rdma_cm)

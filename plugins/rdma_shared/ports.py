@@ -138,8 +138,8 @@ def read_counter(host: HostFS, port: PortRef, name: str) -> int | None:
 def hca_down_reason(host: HostFS, hca: HcaRef) -> str | None:
     """Why the HCA cannot carry RDMA traffic now, or None when it can.
 
-    Down means: no port is ACTIVE/LinkUp, or its netdev reports no link (the macvlan/ipvlan
-    networks of shared-mode pods ride on that netdev).
+    Down means: no port is ACTIVE/LinkUp, or — for RoCE, where ``hca.netdev`` is set — its
+    netdev reports no link (the macvlan/ipvlan networks of shared-mode pods ride on it).
     """
     states = []
     up = False

@@ -98,16 +98,32 @@ async def test_all_hcas_down_makes_slots_unhealthy_until_one_recovers(
         assert len((await fake_kubelet.allocate(ROCE, ["0"])).devices) == 5
 
 
-async def test_netdev_without_carrier_counts_as_down(
+async def test_roce_netdev_without_carrier_counts_as_down(
+    node: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    doc = config(
+        resource("roce0", selectors={"ifNames": [NETDEV[ROCE0]]}), healthCheckInterval=0.05
+    )
+    async with run_plugin(SPEC, node, fake_kubelet, config=doc):
+        await fake_kubelet.wait_for_devices("rdma/roce0", healthy)
+        node.set_link(NETDEV[ROCE0], False)
+        await fake_kubelet.wait_for_devices("rdma/roce0", unhealthy)
+        node.set_link(NETDEV[ROCE0], True)
+        await fake_kubelet.wait_for_devices("rdma/roce0", healthy)
+
+
+async def test_ipoib_netdev_down_does_not_fail_an_active_ib_hca(
     node: FakeHost, fake_kubelet: FakeKubelet
 ) -> None:
     doc = config(resource("ib", selectors={"deviceIDs": ["101b"]}), healthCheckInterval=0.05)
-    async with run_plugin(SPEC, node, fake_kubelet, config=doc):
+    async with run_plugin(SPEC, node, fake_kubelet, config=doc) as runtime:
         await fake_kubelet.wait_for_devices("rdma/ib", healthy)
-        node.set_link(NETDEV[IB], False)
+        node.set_link(NETDEV[IB], False)  # IPoIB down, InfiniBand port still ACTIVE
+        for _ in range(3):
+            await runtime.check_health_once("rdma/ib")
+        assert healthy(fake_kubelet.devices("rdma/ib"))
+        node.set_port_state(IBDEV[IB], 1, active=False)
         await fake_kubelet.wait_for_devices("rdma/ib", unhealthy)
-        node.set_link(NETDEV[IB], True)
-        await fake_kubelet.wait_for_devices("rdma/ib", healthy)
 
 
 async def test_hca_hot_removal_and_return_on_rescan(
