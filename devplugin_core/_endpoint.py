@@ -184,18 +184,23 @@ class EndpointConfig:
         return os.path.join(self.kubelet_dir, KUBELET_SOCKET)
 
 
-def socket_name(resource: str, instance: str) -> str:
+MAX_SOCKET_PATH = 100  # the kernel's limit is 107 bytes (sun_path minus the NUL)
+
+
+def socket_name(resource: str, instance: str, directory: str = "") -> str:
     """A socket file name for ``resource``: readable, unique per instance, always short.
 
-    ``devplugin-<stem>-<hash8>-<instance>.sock`` with the stem cut to 24 characters (55
-    characters at most), so even under ``/var/lib/kubelet/plugins_registry/`` the path stays
-    far below the 107-byte unix socket limit for any valid resource name.
+    ``devplugin-<stem>-<hash8>-<instance>.sock``: the stem is cut to 24 characters (55 in all),
+    and shorter still when ``directory`` is long, so the full path stays under the unix socket
+    limit for any valid resource name (the hash keeps names distinct).
     """
     import hashlib
     import re
 
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", resource.replace("/", "_"))[:24]
     digest = hashlib.sha256(resource.encode()).hexdigest()[:8]
+    fixed = len(f"devplugin--{digest}-{instance}.sock") + len(directory) + 1
+    room = max(0, min(24, MAX_SOCKET_PATH - fixed))
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", resource.replace("/", "_"))[:room]
     return f"devplugin-{stem}-{digest}-{instance}.sock"
 
 
@@ -211,7 +216,7 @@ class Endpoint:
         self.rt = rt
         self.config = config
         self.watch = watch
-        self.name = socket_name(rt.name, config.instance)
+        self.name = socket_name(rt.name, config.instance, config.socket_dir)
         self.path = os.path.join(config.socket_dir, self.name)
         self.registered = asyncio.Event()
         self.stopping = False
@@ -275,7 +280,7 @@ class Endpoint:
                 self.rt.name,
                 self.path,
             )
-            self.name = socket_name(self.rt.name, secrets.token_hex(3))
+            self.name = socket_name(self.rt.name, secrets.token_hex(3), self.config.socket_dir)
             self.path = os.path.join(self.config.socket_dir, self.name)
             return
         with contextlib.suppress(FileNotFoundError):

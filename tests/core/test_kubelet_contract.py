@@ -264,6 +264,8 @@ def test_socket_names_stay_short_and_distinct():
     assert name.startswith("devplugin-") and name.endswith("-abcdef.sock")
     assert socket_name("x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa1", "i") != socket_name(
         "x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa2", "i")
+    deep = "/tmp/" + "d" * 60
+    assert len(f"{deep}/{socket_name(longest, 'abcdef', deep)}") <= 100
 
 
 async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
