@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .allocation import prefer_packed
+from .allocation import prefer_nested, prefer_packed
 from .api import (
     AllocationRequest,
     Allocator,
@@ -53,7 +53,17 @@ from .model import (
     natural_key,
     validate_resource_name,
 )
-from .pci import CharDevice, NetDevice, PciDevice, PciScan, RdmaDevice, RdmaPort, scan_pci
+from .pci import (
+    CharDevice,
+    NetDevice,
+    PciDevice,
+    PciScan,
+    RdmaDevice,
+    RdmaPort,
+    bridges_of,
+    pci_class,
+    scan_pci,
+)
 from .runtime import PluginRuntime, RuntimeOptions, load_config
 from .selectors import (
     Candidate,
@@ -68,6 +78,7 @@ from .selectors import (
     match_vf_ranges,
     parse_vf_range,
 )
+from .tools import CommandResult, DeadlineLock, LockTimeout, run_bounded
 
 __all__ = [
     "AllocationError",
@@ -75,8 +86,10 @@ __all__ = [
     "Allocator",
     "Candidate",
     "CharDevice",
+    "CommandResult",
     "ConfigError",
     "ContainerEdits",
+    "DeadlineLock",
     "DecodeContext",
     "Device",
     "DeviceNode",
@@ -89,6 +102,7 @@ __all__ = [
     "HostFS",
     "HostPathError",
     "HostReadError",
+    "LockTimeout",
     "Mount",
     "NetDevice",
     "Observation",
@@ -115,6 +129,7 @@ __all__ = [
     "VfRange",
     "__version__",
     "assign",
+    "bridges_of",
     "decode",
     "encode",
     "extended_resource_name_error",
@@ -129,7 +144,10 @@ __all__ = [
     "one_or_many",
     "option",
     "parse_vf_range",
+    "pci_class",
+    "prefer_nested",
     "prefer_packed",
+    "run_bounded",
     "scan_pci",
     "validate_resource_name",
 ]

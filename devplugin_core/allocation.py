@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 from .api import PreferredRequest
 from .model import Device, natural_key
 
-__all__ = ["KeyFn", "prefer_packed"]
+__all__ = ["KeyFn", "prefer_nested", "prefer_packed"]
 
 #: Maps a device to its group at one topology level; ``None`` means "unknown" (used last).
 KeyFn = Callable[[Device], Hashable]
@@ -128,3 +128,48 @@ def prefer_packed(
     pool = list({d.id: d for d in pool}.values())
     picks = _pick(pool, request.size - len(must_ids), levels, spread, request.must_include)
     return must_ids + [d.id for d in sorted(picks, key=_by_id)]
+
+
+def _score(devices: Sequence[Device], levels: Sequence[KeyFn]) -> tuple[int, ...]:
+    return tuple(len({level(d) for d in devices}) for level in levels)
+
+
+def prefer_nested(request: PreferredRequest, levels: Sequence[KeyFn]) -> list[str]:
+    """Preferred IDs packed level by level, honouring must-include.
+
+    Candidates: :func:`prefer_packed` over everything, and :func:`prefer_packed` restricted to
+    each group (at any level) that can hold the whole request. The winner uses the fewest
+    groups at the outermost level, then the next level, and so on (ties: the first candidate,
+    the unrestricted one first). So 4 devices go to one switch in another NUMA node rather
+    than to two switches in a smaller node, which a greedy "smallest group that fits" misses.
+    """
+    by_id = {d.id: d for d in (*request.available, *request.must_include)}
+    must = [d for d in request.must_include if d.id in by_id]
+    best = prefer_packed(request, levels)
+    if len(must) >= request.size:
+        return best
+    best_score = _score([by_id[i] for i in best if i in by_id], levels)
+    if all(n <= 1 for n in best_score):
+        return best  # already one group at every level
+    pool = list(request.available)
+    seen: set[tuple[int, Hashable]] = set()
+    for depth, level in enumerate(levels):
+        groups: dict[Hashable, list[Device]] = {}
+        for device in pool:
+            key = level(device)
+            if key is not None:
+                groups.setdefault(key, []).append(device)
+        for key in sorted(groups, key=str):
+            members = groups[key]
+            extra = [d for d in must if d not in members]
+            if len(members) + len(extra) < request.size or (depth, key) in seen:
+                continue
+            seen.add((depth, key))
+            sub = PreferredRequest(request.resource, tuple(members), tuple(must), request.size)
+            picked = prefer_packed(sub, levels)
+            if len(picked) != len(best):
+                continue
+            score = _score([by_id[i] for i in picked], levels)
+            if score < best_score:
+                best, best_score = picked, score
+    return best

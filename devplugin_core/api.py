@@ -285,9 +285,9 @@ class PluginSpec(Generic[C]):
     :class:`Resource`); it may raise ConfigError for cross-field problems and must not do I/O
     beyond cheap checks. ``default_config_file``: used when ``--config-file`` is not given.
     ``config_optional``: the plugin runs on built-in defaults when no file is given or found.
-    ``preflight(config, ctx)``: host checks before serving; raise DevicePluginError to refuse to
-    start. ``demo(fake_host)``: adds devices to a testing FakeHost and returns the config document
-    for ``devplugin demo`` (None for defaults).
+    ``preflight(config, ctx)``: host checks before serving (run in a worker thread); raise
+    DevicePluginError to refuse to start. ``demo(fake_host)``: adds devices to a testing FakeHost
+    and returns the config document for ``devplugin demo`` (None for defaults).
     """
 
     name: str

@@ -234,7 +234,7 @@ async def _discover(spec: PluginSpec[Any], args: argparse.Namespace) -> dict[str
     for warning in loaded.warnings:
         log.warning("config %s: %s", loaded.source, warning)
     if spec.preflight is not None:
-        spec.preflight(loaded.config, runtime.context)
+        await asyncio.to_thread(spec.preflight, loaded.config, runtime.context)
     runtime.loaded, runtime.resource_set = loaded, resource_set
     for resource in resource_set.resources:
         runtime.resources[resource.name] = runtime._new_resource(resource)

@@ -269,6 +269,12 @@ def validate_resource_name(name: str, field: str = "resourceName") -> str:
 _DIGITS = re.compile(r"(\d+)")
 
 
+_FIXED_WIDTH = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
 def natural_key(text: str) -> tuple[Any, ...]:
-    """Sort key that orders embedded numbers numerically ("rbln2" < "rbln10")."""
+    """Sort key that orders embedded numbers numerically ("rbln2" < "rbln10"); PCI addresses
+    (fixed-width hex) sort as plain strings ("0000:09:00.0" < "0000:0a:00.0")."""
+    if _FIXED_WIDTH.match(text):
+        return ("", text)
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(text))

@@ -30,6 +30,8 @@ __all__ = [
     "PciScan",
     "RdmaDevice",
     "RdmaPort",
+    "bridges_of",
+    "pci_class",
     "scan_pci",
 ]
 
@@ -504,3 +506,19 @@ def pci_class(host: HostFS, address: str) -> int | None:
         return int(text, 16) if text else None
     except (HostReadError, ValueError):
         return None
+
+
+def bridges_of(
+    host: HostFS, dev: PciDevice, classes: dict[str, int | None] | None = None
+) -> tuple[str, ...]:
+    """PCI-to-PCI bridges (class 0x0604) above ``dev``, root port first, from the resolved
+    sysfs path (blocking). ``classes`` caches class codes across calls within one scan."""
+    cache = classes if classes is not None else {}
+    out = []
+    for address in dev.upstream:
+        if address not in cache:
+            cache[address] = pci_class(host, address)
+        code = cache[address]
+        if code is not None and code >> 8 == 0x0604:
+            out.append(address)
+    return tuple(out)

@@ -208,7 +208,7 @@ class PluginRuntime(Generic[C]):
         for warning in loaded.warnings:
             log.warning("config %s: %s", loaded.source, warning)
         if self.spec.preflight is not None:
-            self.spec.preflight(loaded.config, self.context)
+            await asyncio.to_thread(self.spec.preflight, loaded.config, self.context)
         self.loaded, self.resource_set = loaded, resource_set
         log.info(
             "%s %s starting: config %s, host root %s, registration mode %s",
@@ -644,7 +644,7 @@ class PluginRuntime(Generic[C]):
             try:
                 loaded, resource_set = self.load()
                 if self.spec.preflight is not None:
-                    self.spec.preflight(loaded.config, self.context)
+                    await asyncio.to_thread(self.spec.preflight, loaded.config, self.context)
             except DevicePluginError as err:
                 self.metrics.config_reloads.labels("failed").inc()
                 log.error(

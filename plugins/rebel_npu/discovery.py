@@ -33,10 +33,10 @@ from devplugin_core import (
     match_values,
     scan_pci,
 )
+from devplugin_core.pci import bridges_of as pci_bridges
 from devplugin_core.selectors import Filter
 
 from .config import DEFAULT_PREFIX, PoolConfig, RebelNpuConfig, Selectors
-from .generic import pci_bridges
 from .products import FAMILIES, REBELLIONS_VENDOR, product_of
 from .rsd import RsdGroups
 from .smi import RblnSmi, SmiMonitor
@@ -177,7 +177,8 @@ class PassResult:
 
 
 class Inventory:
-    """Everything the resources of one plugin instance share: pools, tools, the pass."""
+    """What the resources of one plugin instance share: pools, tool mounts, rbln-smi and its
+    polled cache, the RSD policy, and one discovery pass per round."""
 
     def __init__(self, config: RebelNpuConfig, host: HostFS) -> None:
         self.config = config

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from devplugin_core import AllocationError, DeviceNode, HostFS
+from devplugin_core.tools import DeadlineLock, LockTimeout
 
-from .generic import DeadlineLock, LockTimeout
 from .smi import RblnSmi, SmiError, SmiReport
 
 __all__ = ["RsdGroups"]

@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 from devplugin_core import Device, PreferredRequest
-from devplugin_core.allocation import KeyFn
-
-from .generic import prefer_nested
+from devplugin_core.allocation import KeyFn, prefer_nested
 
 __all__ = ["bridges_of", "levels_for", "preferred"]
 

@@ -13,15 +13,12 @@ Modules: :mod:`.config` (the config model; generic ``resourceList`` parts in
 
 from __future__ import annotations
 
-import logging
-import weakref
-
 from devplugin_core import PluginContext, PluginFlag, PluginSpec, Resource, ResourceSet
 
 from .allocate import PoolAllocator
 from .config import SriovNetConfig
 from .demo import demo
-from .deviceinfo import DEFAULT_DEVICE_INFO_DIR, DeviceInfoFiles
+from .deviceinfo import DEFAULT_DEVICE_INFO_DIR, DeviceInfoFiles, StartupCleanup
 from .discovery import Inventory, PoolDiscoverer, PoolSpec
 from .health import DEFAULT_HEALTH_INTERVAL, PoolHealth
 from .links import PfLinks
@@ -30,8 +27,6 @@ from .netlink import LinkMonitor
 from .resource_list import full_names
 
 __all__ = ["DEFAULT_RESOURCE_PREFIX", "SPEC", "build"]
-
-log = logging.getLogger("devplugin.sriov_net")
 
 DEFAULT_RESOURCE_PREFIX = "intel.com"
 DEFAULT_RESCAN_INTERVAL = 60.0
@@ -53,29 +48,63 @@ def _link_monitor(text: str) -> str:
 
 
 FLAGS = (
-    PluginFlag("resource-prefix", "default resource prefix of every pool (upstream's flag)",
-               DEFAULT_RESOURCE_PREFIX),
-    PluginFlag("device-info-dir", "where device-info files for Multus/CNIs are written",
-               DEFAULT_DEVICE_INFO_DIR),
-    PluginFlag("link-monitor", "PF link state source: netlink events (falls back to sysfs) or "
-               "sysfs polling only", "netlink", _link_monitor),
-    PluginFlag("netlink-netns", "network namespace whose links netlink watches (a name under "
-               "/var/run/netns or a path); default: the plugin's own (hostNetwork)", ""),
-    PluginFlag("health-interval", "seconds between health checks (PF link poll, vanished VFs)",
-               DEFAULT_HEALTH_INTERVAL, _positive),
-    PluginFlag("rescan-interval", "seconds between full PCI rescans", DEFAULT_RESCAN_INTERVAL,
-               _positive),
-    PluginFlag("numvfs-check-interval", "seconds between cheap checks of sriov_numvfs, PCI "
-               "functions and drivers (a change triggers a rescan)",
-               DEFAULT_NUMVFS_CHECK_INTERVAL, _positive),
+    PluginFlag(
+        "resource-prefix",
+        "default resource prefix of every pool (upstream's flag)",
+        DEFAULT_RESOURCE_PREFIX,
+    ),
+    PluginFlag(
+        "device-info-dir",
+        "where device-info files for Multus/CNIs are written",
+        DEFAULT_DEVICE_INFO_DIR,
+    ),
+    PluginFlag(
+        "link-monitor",
+        "PF link state source: netlink events (falls back to sysfs) or sysfs polling only",
+        "netlink",
+        _link_monitor,
+    ),
+    PluginFlag(
+        "netlink-netns",
+        "network namespace whose links netlink watches (a name under "
+        "/var/run/netns or a path); default: the plugin's own (hostNetwork)",
+        "",
+    ),
+    PluginFlag(
+        "health-interval",
+        "seconds between health checks (PF link poll, vanished VFs)",
+        DEFAULT_HEALTH_INTERVAL,
+        _positive,
+    ),
+    PluginFlag(
+        "rescan-interval", "seconds between full PCI rescans", DEFAULT_RESCAN_INTERVAL, _positive
+    ),
+    PluginFlag(
+        "numvfs-check-interval",
+        "seconds between cheap checks of sriov_numvfs, PCI "
+        "functions and drivers (a change triggers a rescan)",
+        DEFAULT_NUMVFS_CHECK_INTERVAL,
+        _positive,
+    ),
 )
 
 
 def _pools(config: SriovNetConfig, ctx: PluginContext) -> list[PoolSpec]:
     prefix = ctx.option("resource_prefix") or DEFAULT_RESOURCE_PREFIX
     names = full_names(config.resource_list, prefix)
-    return [PoolSpec(name, entry.prefix(prefix), entry)
-            for name, entry in zip(names, config.resource_list, strict=True)]
+    return [
+        PoolSpec(name, entry.prefix(prefix), entry)
+        for name, entry in zip(names, config.resource_list, strict=True)
+    ]
+
+
+def _device_info_dir(ctx: PluginContext) -> str:
+    """The flag's directory; the default one lives under the root of a fake host (demo, tests)
+    so that nothing is written to the real /var/run."""
+    directory = str(ctx.option("device_info_dir") or DEFAULT_DEVICE_INFO_DIR)
+    if ctx.host.fake and directory == DEFAULT_DEVICE_INFO_DIR:
+        return ctx.host.local(directory)
+    return directory
 
 
 def build(config: SriovNetConfig, ctx: PluginContext) -> ResourceSet:
@@ -87,14 +116,15 @@ def build(config: SriovNetConfig, ctx: PluginContext) -> ResourceSet:
     if (ctx.option("link_monitor") or "netlink") == "netlink":
         monitor = LinkMonitor(ctx.option("netlink_netns") or "")
     links = PfLinks(host, monitor)
-    device_info = DeviceInfoFiles(ctx.option("device_info_dir") or DEFAULT_DEVICE_INFO_DIR)
+    device_info = DeviceInfoFiles(_device_info_dir(ctx))
+    cleanup = StartupCleanup(device_info, [s.name for s in pools if s.is_net], ctx)
     interval = float(ctx.option("health_interval") or DEFAULT_HEALTH_INTERVAL)
     resources = tuple(
         Resource(
             spec.name,
             PoolDiscoverer(inventory, spec, leader=index == 0),
             PoolAllocator(host, spec, device_info),
-            PoolHealth(host, spec, links, inventory, monitor, interval),
+            PoolHealth(host, spec, links, inventory, monitor, interval, cleanup),
         )
         for index, spec in enumerate(pools)
     )
@@ -102,25 +132,11 @@ def build(config: SriovNetConfig, ctx: PluginContext) -> ResourceSet:
         resources,
         rediscover_interval=float(ctx.option("rescan_interval") or DEFAULT_RESCAN_INTERVAL),
         fingerprint_interval=float(
-            ctx.option("numvfs_check_interval") or DEFAULT_NUMVFS_CHECK_INTERVAL),
+            ctx.option("numvfs_check_interval") or DEFAULT_NUMVFS_CHECK_INTERVAL
+        ),
         collectors=(SriovCollector(host, inventory, links),),
         description={"pools": [spec.name for spec in pools]},
     )
-
-
-_cleaned: set[int] = set()
-
-
-def preflight(config: SriovNetConfig, ctx: PluginContext) -> None:
-    """At start (not on reloads): remove device-info files left over for our resources."""
-    if id(ctx) in _cleaned:
-        return
-    _cleaned.add(id(ctx))
-    weakref.finalize(ctx, _cleaned.discard, id(ctx))
-    files = DeviceInfoFiles(ctx.option("device_info_dir") or DEFAULT_DEVICE_INFO_DIR)
-    removed = files.clean(spec.name for spec in _pools(config, ctx))
-    if removed:
-        log.info("removed %d stale device-info files from %s", len(removed), files.directory)
 
 
 SPEC: PluginSpec[SriovNetConfig] = PluginSpec(
@@ -131,7 +147,6 @@ SPEC: PluginSpec[SriovNetConfig] = PluginSpec(
     default_config_file="/etc/pcidp/config.json",
     default_metrics_port=9462,
     flags=FLAGS,
-    preflight=preflight,
     demo=demo,
     docs="plugins/sriov_net/README.md",
 )

@@ -32,7 +32,7 @@ from devplugin_core import (
 from devplugin_core.pcidp import pcidevice_env
 
 from .deviceinfo import DeviceInfoFiles
-from .discovery import PoolSpec
+from .discovery import PoolSpec, extra_info
 from .specs import Needs, build_specs, read_state
 
 __all__ = ["PoolAllocator", "pf_level"]
@@ -54,14 +54,10 @@ class PoolAllocator(Allocator):
         self.device_info = device_info if spec.is_net else None
 
     def _needs(self, device: Device) -> Needs:
-        table = self.spec.entry.additional_info
-        extra = None
-        if table is not None:
-            extra = {**table.get("*", {}), **table.get(device.id, {})}
         return Needs(
             rdma=device.attributes.get("isRdma") == "true",
             vhost_net=device.attributes.get("needVhostNet") == "true",
-            extra=extra,
+            extra=extra_info(self.spec.entry, device.id),
         )
 
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
@@ -86,7 +82,9 @@ class PoolAllocator(Allocator):
                 except OSError as err:
                     raise AllocationError(
                         f"cannot write the device-info file for {device_id} in "
-                        f"{self.device_info.directory}: {err}", [device_id]) from None
+                        f"{self.device_info.directory}: {err}",
+                        [device_id],
+                    ) from None
         return ContainerEdits(env=env).merge(*parts)
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:

@@ -63,16 +63,18 @@ class NetSelectors:
     root_devices: tuple[str, ...] = option("rootDevices", default=(), decoder=vf_ranges)
     link_types: tuple[str, ...] = option("linkTypes", default=(), decoder=link_types)
     ddp_profiles: Any = option(
-        "ddpProfiles", default=None,
+        "ddpProfiles",
+        default=None,
         unsupported="DDP profile selection is not supported yet (remove the key or use "
-                    "upstream's plugin for this pool)",
+        "upstream's plugin for this pool)",
     )
     pkeys: tuple[str, ...] = option("pKeys", default=(), decoder=strings)
     is_rdma: bool = option("isRdma", default=False, doc="RDMA-capable VFs only; adds RDMA nodes")
     vdpa_type: Any = option(
-        "vdpaType", default=None,
+        "vdpaType",
+        default=None,
         unsupported="vDPA devices are not supported yet (remove the key or use upstream's "
-                    "plugin for this pool)",
+        "plugin for this pool)",
     )
     need_vhost_net: bool = option(
         "needVhostNet", default=False, doc="not a filter: adds /dev/vhost-net and /dev/net/tun"
@@ -87,11 +89,13 @@ class PoolEntry(ResourceEntry):
         "checkHealthOnPf", default=True, doc="VFs are Unhealthy while their PF's link is down"
     )
     check_health_on_device_exist: bool = option(
-        "checkHealthOnDeviceExist", default=True,
+        "checkHealthOnDeviceExist",
+        default=True,
         doc="a device whose PCI function vanished is Unhealthy",
     )
     allocation_policy: Literal["spread", "packed"] = option(
-        "allocationPolicy", default="spread",
+        "allocationPolicy",
+        default="spread",
         doc="GetPreferredAllocation inside one NUMA node: spread over PFs or pack per PF",
     )
 
@@ -120,8 +124,10 @@ class SriovNetConfig:
         "resourceList",
         decoder=resource_list(
             {"netDevice": NetResource, "accelerator": AcceleratorResource},
-            unsupported={"auxNetDevice": "auxiliary (sub-function) pools need the auxiliary "
-                                         "bus and are not implemented"},
+            unsupported={
+                "auxNetDevice": "auxiliary (sub-function) pools need the auxiliary "
+                "bus and are not implemented"
+            },
         ),
         doc="the pools, in priority order (a device goes to the first pool that matches)",
     )

@@ -8,21 +8,27 @@ read-only (0444), with exactly the bytes upstream's NAD client writes::
 
 ``rdma-device`` appears only for RDMA-capable VFs. The directory (default
 ``/var/run/k8s.cni.cncf.io/devinfo/dp``) is a path in the plugin's own filesystem: the DaemonSet
-mounts the host directory there. At start, files left for our own resources are removed (Multus
-looks files up by device ID, so a stale one would describe the wrong pod's device).
+mounts the host directory there; against a fake host (tests, ``devplugin demo``) the default
+directory lives under the fake root instead. When serving starts, files left for our own
+resources are removed (Multus looks files up by device ID, so a stale one would describe the
+wrong pod's device).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
+import time
+import weakref
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
-__all__ = ["DEFAULT_DEVICE_INFO_DIR", "SPEC_VERSION", "DeviceInfoFiles"]
+__all__ = ["DEFAULT_DEVICE_INFO_DIR", "SPEC_VERSION", "DeviceInfoFiles", "StartupCleanup"]
 
 log = logging.getLogger("devplugin.sriov_net.deviceinfo")
 
@@ -33,6 +39,35 @@ _PCI_ID = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
 
 def _flat(name: str) -> str:
     return name.replace("/", "-")
+
+
+class StartupCleanup:
+    """Removes our stale device-info files once per plugin process start.
+
+    Run by the pools' health watchers, which only run while resources are served (never for
+    ``devplugin discover``), and keyed by the runtime's :class:`PluginContext` so a config
+    reload does not clean again. Files written after the plugin started (by an Allocate that
+    raced the cleanup) are kept.
+    """
+
+    _done: ClassVar[set[tuple[str, int]]] = set()
+
+    def __init__(self, files: DeviceInfoFiles, resources: Sequence[str], owner: object) -> None:
+        self.files = files
+        self.resources = tuple(resources)
+        self.key = (files.directory, id(owner))
+        self.started = time.time()
+        weakref.finalize(owner, StartupCleanup._done.discard, self.key)
+
+    async def run(self) -> None:
+        if self.key in self._done:
+            return
+        self._done.add(self.key)
+        removed = await asyncio.to_thread(self.files.clean, self.resources, self.started)
+        if removed:
+            log.info(
+                "removed %d stale device-info files from %s", len(removed), self.files.directory
+            )
 
 
 class DeviceInfoFiles:
@@ -68,10 +103,12 @@ class DeviceInfoFiles:
             raise
         return target
 
-    def clean(self, resources: Iterable[str]) -> list[str]:
-        """Remove every file of ``resources`` (PCI device IDs only); returns the removed names."""
-        patterns = [re.compile(rf"^{re.escape(_flat(r))}-{_PCI_ID}-device\.json$")
-                    for r in resources]
+    def clean(self, resources: Iterable[str], older_than: float | None = None) -> list[str]:
+        """Remove the files of ``resources`` (PCI device IDs only) last written before
+        ``older_than`` (a Unix time; None = all); returns the removed names."""
+        patterns = [
+            re.compile(rf"^{re.escape(_flat(r))}-{_PCI_ID}-device\.json$") for r in resources
+        ]
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
@@ -82,8 +119,11 @@ class DeviceInfoFiles:
         removed = []
         for name in names:
             if any(p.match(name) for p in patterns):
+                path = os.path.join(self.directory, name)
                 try:
-                    os.unlink(os.path.join(self.directory, name))
+                    if older_than is not None and os.lstat(path).st_mtime >= older_than:
+                        continue
+                    os.unlink(path)
                     removed.append(name)
                 except FileNotFoundError:
                     pass

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from devplugin_core import (
     Candidate,
@@ -40,6 +41,7 @@ from devplugin_core import (
     scan_pci,
 )
 from devplugin_core.pci import SYS_PCI_DEVICES
+from devplugin_core.pcidp import additional_info
 
 from .config import AcceleratorResource, NetResource, NetSelectors, PoolEntry
 from .links import uplink_netdev
@@ -96,7 +98,7 @@ class PoolSpec:
     def is_net(self) -> bool:
         return isinstance(self.entry, NetResource)
 
-    @property
+    @cached_property
     def pool(self) -> Pool:
         entry = self.entry
         if isinstance(entry, NetResource):
@@ -111,16 +113,13 @@ class PoolSpec:
             chosen = entry.selectors[selector]
             rdma = chosen.is_rdma and candidate.is_rdma
             vhost = chosen.need_vhost_net
-        return Needs(rdma=rdma, vhost_net=vhost, extra=_extra(entry, candidate.address))
+        return Needs(rdma=rdma, vhost_net=vhost, extra=extra_info(entry, candidate.address))
 
 
-def _extra(entry: PoolEntry, address: str) -> Mapping[str, str] | None:
+def extra_info(entry: PoolEntry, address: str) -> Mapping[str, str] | None:
+    """``additionalInfo`` for one device; None when the pool has none (no ``extra`` entry)."""
     table = entry.additional_info
-    if table is None:
-        return None
-    merged = dict(table.get("*", {}))
-    merged.update(table.get(address, {}))
-    return merged
+    return None if table is None else additional_info(table, address)
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,6 @@ class Member:
     state: FunctionState
     needs: Needs
     numa_node: int | None
-    pf_netdev: str = ""
 
     @property
     def address(self) -> str:
@@ -176,8 +174,10 @@ class Inventory:
             kind = dev.base_class
             if kind not in self._classes:
                 continue
-            reason = self._excluded(dev, routes) if kind == NET_CLASS else (
-                None if dev.driver else "no driver bound"
+            reason = (
+                self._excluded(dev, routes)
+                if kind == NET_CLASS
+                else (None if dev.driver else "no driver bound")
             )
             if reason:
                 scan.reject(dev.address, reason)
@@ -186,14 +186,21 @@ class Inventory:
             (net if kind == NET_CLASS else accel).append(self._candidate(dev, pci))
         self._seen = {c.address: c for c in (*net, *accel)}
         result = PassResult({p.name: [] for p in self.pools})
-        for pools, candidates in (([p for p in self.pools if p.is_net], net),
-                                  ([p for p in self.pools if not p.is_net], accel)):
+        for pools, candidates in (
+            ([p for p in self.pools if p.is_net], net),
+            ([p for p in self.pools if not p.is_net], accel),
+        ):
             if not pools:
                 continue
             self._assign(scan, pci, pools, candidates, by_address, result)
         self.members = {name: {m.address: m for m in ms} for name, ms in result.members.items()}
-        self.pfs = tuple(sorted({d.physfn for d in by_address.values() if d.physfn}
-                                | {d.address for d in devices if d.is_pf}, key=natural_key))
+        self.pfs = tuple(
+            sorted(
+                {d.physfn for d in by_address.values() if d.physfn}
+                | {d.address for d in devices if d.is_pf},
+                key=natural_key,
+            )
+        )
         self.functions = tuple(d.address for d in devices)
         try:
             self._discovered = self._fingerprint_now(self.host)
@@ -233,9 +240,15 @@ class Inventory:
                 )
         return c
 
-    def _assign(self, scan: DiscoveryPass, pci: PciScan, pools: list[PoolSpec],
-                candidates: list[Candidate], by_address: Mapping[str, PciDevice],
-                result: PassResult) -> None:
+    def _assign(
+        self,
+        scan: DiscoveryPass,
+        pci: PciScan,
+        pools: list[PoolSpec],
+        candidates: list[Candidate],
+        by_address: Mapping[str, PciDevice],
+        result: PassResult,
+    ) -> None:
         compiled = [p.pool for p in pools]
         placed = assign(candidates, compiled)
         for address, reasons in placed.rejections.items():
@@ -243,19 +256,23 @@ class Inventory:
         for index, spec in enumerate(pools):
             for candidate, selector in placed.members.get(spec.name, []):
                 dev = by_address[candidate.address]
-                for later in compiled[index + 1:]:
+                for later in compiled[index + 1 :]:
                     if any(s.mismatch(candidate) is None for s in later.selectors):
-                        scan.reject(candidate.address, f"also matches, but {spec.name} comes first "
-                                    "(a device belongs to one pool)", later.name)
-                pf = pci.pf_of(dev)
-                result.members[spec.name].append(Member(
-                    candidate=candidate,
-                    selector=selector,
-                    state=state_from_scan(dev, pci),
-                    needs=spec.needs(selector, candidate),
-                    numa_node=dev.numa_node,
-                    pf_netdev=candidate.pf_name if pf is not None else "",
-                ))
+                        scan.reject(
+                            candidate.address,
+                            f"also matches, but {spec.name} comes first "
+                            "(a device belongs to one pool)",
+                            later.name,
+                        )
+                result.members[spec.name].append(
+                    Member(
+                        candidate=candidate,
+                        selector=selector,
+                        state=state_from_scan(dev, pci),
+                        needs=spec.needs(selector, candidate),
+                        numa_node=dev.numa_node,
+                    )
+                )
 
     # -- cheap change detection --------------------------------------------------------------
     def _fingerprint_now(self, host: HostFS) -> Hashable:
@@ -313,12 +330,14 @@ class PoolDiscoverer(Discoverer):
             nodes, _ = build_specs(host, member.state, member.needs)
             numa = member.numa_node
             topology = () if numa is None or self.spec.entry.exclude_topology else (numa,)
-            devices.append(Device(
-                member.address,
-                topology,
-                edits=ContainerEdits(device_nodes=nodes),
-                attributes=_attributes(member),
-            ))
+            devices.append(
+                Device(
+                    member.address,
+                    topology,
+                    edits=ContainerEdits(device_nodes=nodes),
+                    attributes=_attributes(member),
+                )
+            )
         return devices
 
     def fingerprint(self, host: HostFS) -> Hashable:

@@ -6,6 +6,9 @@ check at once; the periodic tick (1 s by default) is the fallback when netlink i
 also catches vanished functions. A VF's own netdev is never looked at: it leaves the host
 namespace whenever a pod uses the VF, which is not a fault. PFs pooled whole (no VFs) are only
 checked for existence: a passed-through PF's link lives in the pod.
+
+The watcher also runs the start-up cleanup of stale device-info files: it is the one hook that
+runs only while pools are served.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from devplugin_core import Device, HealthChecker, HostFS, Observation
 from devplugin_core.pci import SYS_PCI_DEVICES
 
+from .deviceinfo import StartupCleanup
 from .discovery import Inventory, PoolSpec
 from .links import PfLink, PfLinks
 from .netlink import LinkMonitor
@@ -30,14 +34,23 @@ class PoolHealth(HealthChecker):
     timeout = 5.0
     recover_after = 2
 
-    def __init__(self, host: HostFS, spec: PoolSpec, links: PfLinks, inventory: Inventory,
-                 monitor: LinkMonitor | None, interval: float = DEFAULT_HEALTH_INTERVAL) -> None:
+    def __init__(
+        self,
+        host: HostFS,
+        spec: PoolSpec,
+        links: PfLinks,
+        inventory: Inventory,
+        monitor: LinkMonitor | None,
+        interval: float = DEFAULT_HEALTH_INTERVAL,
+        cleanup: StartupCleanup | None = None,
+    ) -> None:
         self.host = host
         self.spec = spec
         self.links = links
         self.inventory = inventory
         self.monitor = monitor
         self.interval = interval
+        self.cleanup = cleanup
         self.check_pf = spec.entry.check_health_on_pf
         self.check_exists = spec.entry.check_health_on_device_exist
 
@@ -59,13 +72,13 @@ class PoolHealth(HealthChecker):
                     problem = f"PF {pf} ({link.netdev}) link is down"
             if problem is not None:
                 out[device.health_key] = Observation.bad(problem)
-        self.inventory.healthy[self.spec.name] = {
-            d.id: d.health_key not in out for d in devices
-        }
+        self.inventory.healthy[self.spec.name] = {d.id: d.health_key not in out for d in devices}
         return out
 
     async def watch(
         self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]
     ) -> None:
+        if self.cleanup is not None:
+            await self.cleanup.run()
         if self.monitor is not None and self.check_pf:
             await self.monitor.subscribe(wake)

@@ -71,16 +71,23 @@ class SriovCollector:
         return out
 
     def collect(self) -> Iterator[Metric]:
-        total = GaugeMetricFamily("devplugin_sriov_pool_vfs", "Devices in the pool.",
-                                  labels=["resource"])
+        total = GaugeMetricFamily(
+            "devplugin_sriov_pool_vfs", "Devices in the pool.", labels=["resource"]
+        )
         healthy = GaugeMetricFamily(
             "devplugin_sriov_pool_vfs_healthy",
-            "Devices of the pool that passed the last health check.", labels=["resource"])
+            "Devices of the pool that passed the last health check.",
+            labels=["resource"],
+        )
         info = GaugeMetricFamily(
-            "devplugin_sriov_vf_info", "One series per pooled device; always 1.",
-            labels=["resource", "device", "pf", "vf", "driver", "numa_node"])
-        counters = {name: CounterMetricFamily(metric, text, labels=_VF_LABELS)
-                    for name, (metric, text) in VF_STATS.items()}
+            "devplugin_sriov_vf_info",
+            "One series per pooled device; always 1.",
+            labels=["resource", "device", "pf", "vf", "driver", "numa_node"],
+        )
+        counters = {
+            name: CounterMetricFamily(metric, text, labels=_VF_LABELS)
+            for name, (metric, text) in VF_STATS.items()
+        }
         pfs: set[str] = set()
         for resource, members in sorted(self.inventory.members.items()):
             observed = self.inventory.healthy.get(resource, {})
@@ -96,10 +103,14 @@ class SriovCollector:
                     if c.vf_index is not None:
                         for name, value in self._stats(c.pf_address, c.vf_index).items():
                             counters[name].add_metric([resource, address, c.pf_address, vf], value)
-        link = GaugeMetricFamily("devplugin_sriov_pf_link_up",
-                                 "1 if the PF's link is up, 0 if down.", labels=["pf", "netdev"])
-        enabled = GaugeMetricFamily("devplugin_sriov_pf_vfs_enabled",
-                                    "VFs enabled on the PF (sriov_numvfs).", labels=["pf"])
+        link = GaugeMetricFamily(
+            "devplugin_sriov_pf_link_up",
+            "1 if the PF's link is up, 0 if down.",
+            labels=["pf", "netdev"],
+        )
+        enabled = GaugeMetricFamily(
+            "devplugin_sriov_pf_vfs_enabled", "VFs enabled on the PF (sriov_numvfs).", labels=["pf"]
+        )
         for pf in sorted(pfs):
             state = self.links.read(pf)
             if state.present and state.up is not None:

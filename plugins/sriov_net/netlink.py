@@ -98,8 +98,10 @@ class _Session:
                     changed = self.links.pop(index, None) is not None or changed
                     continue
                 name = msg.get_attr("IFLA_IFNAME") or (old[0] if old else "")
-                new = (name, link_usable(msg.get_attr("IFLA_OPERSTATE") or "",
-                                         msg.get("flags") or 0))
+                new = (
+                    name,
+                    link_usable(msg.get_attr("IFLA_OPERSTATE") or "", msg.get("flags") or 0),
+                )
                 if new != old:
                     self.links[index] = new
                     changed = True
@@ -204,8 +206,9 @@ class LinkMonitor:
         except Exception as err:
             self.error = str(err)
             where = f" in netns {self.netns}" if self.netns else ""
-            log.warning("netlink link monitor%s stopped (%s); PF links are polled from sysfs",
-                        where, err)
+            log.warning(
+                "netlink link monitor%s stopped (%s); PF links are polled from sysfs", where, err
+            )
         finally:
             if sock is not None:
                 with contextlib.suppress(Exception):

@@ -104,7 +104,9 @@ class ResourceEntry:
         "excludeTopology", default=False, doc="advertise no NUMA node for this pool's devices"
     )
     additional_info: Mapping[str, Mapping[str, str]] | None = option(
-        "additionalInfo", default=None, decoder=additional_info,
+        "additionalInfo",
+        default=None,
+        decoder=additional_info,
         doc='extra _INFO entries: "*" for every device, then per PCI address',
     )
 
@@ -173,21 +175,27 @@ def resource_list(
             if not isinstance(kind, str):
                 raise ConfigError(f"{where}.deviceType", "must be a string", kind, show_value=True)
             if kind in blocked:
-                raise ConfigError(f"{where}.deviceType", f"{kind!r} is not supported yet: "
-                                  f"{blocked[kind]}", kind)
+                raise ConfigError(
+                    f"{where}.deviceType", f"{kind!r} is not supported yet: {blocked[kind]}", kind
+                )
             model = models.get(kind)
             if model is None:
                 known = ", ".join(repr(k) for k in models)
-                raise ConfigError(f"{where}.deviceType", f"unsupported deviceType (use {known})",
-                                  kind, show_value=True)
+                raise ConfigError(
+                    f"{where}.deviceType",
+                    f"unsupported deviceType (use {known})",
+                    kind,
+                    show_value=True,
+                )
             out.append(ctx.decode_model(model, item, where))
         return tuple(out)
 
     return decode_list
 
 
-def full_names(entries: Sequence[ResourceEntry], default_prefix: str,
-               path: str = "resourceList") -> list[str]:
+def full_names(
+    entries: Sequence[ResourceEntry], default_prefix: str, path: str = "resourceList"
+) -> list[str]:
     """The extended resource name of every entry, in order.
 
     Raises :class:`ConfigError` naming the entry when a name is taken twice (same effective
@@ -205,12 +213,15 @@ def full_names(entries: Sequence[ResourceEntry], default_prefix: str,
                 field = "resourcePrefix"
                 if not entry.resource_prefix:
                     reason += " (the prefix comes from --resource-prefix)"
-            raise ConfigError(f"{where}.{field}",
-                              f"{name!r} is not a valid extended resource name: {reason}")
+            raise ConfigError(
+                f"{where}.{field}", f"{name!r} is not a valid extended resource name: {reason}"
+            )
         if name in seen:
-            raise ConfigError(f"{where}.resourceName",
-                              f"resource {name!r} is already defined by {path}[{seen[name]}]",
-                              name)
+            raise ConfigError(
+                f"{where}.resourceName",
+                f"resource {name!r} is already defined by {path}[{seen[name]}]",
+                name,
+            )
         seen[name] = index
         names.append(name)
     return names

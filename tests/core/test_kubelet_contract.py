@@ -263,7 +263,8 @@ def test_socket_names_stay_short_and_distinct():
     assert len("/var/lib/kubelet/plugins_registry/" + name) < 100
     assert name.startswith("devplugin-") and name.endswith("-abcdef.sock")
     assert socket_name("x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa1", "i") != socket_name(
-        "x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa2", "i")
+        "x.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaa2", "i"
+    )
     deep = "/tmp/" + "d" * 60
     assert len(f"{deep}/{socket_name(longest, 'abcdef', deep)}") <= 100
 
@@ -274,8 +275,11 @@ async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
     add_gadgets(fake_host, 2)
 
     def counts() -> tuple[int, int, int]:
-        return (len(os.listdir("/proc/self/fd")), threading.active_count(),
-                len(asyncio.all_tasks()))
+        return (
+            len(os.listdir("/proc/self/fd")),
+            threading.active_count(),
+            len(asyncio.all_tasks()),
+        )
 
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES, "example.com/b")):
         await fake_kubelet.wait_for_registration(RES)

@@ -156,6 +156,13 @@ PUBLIC_API = sorted(
         "prefer_packed",
         "scan_pci",
         "validate_resource_name",
+        "prefer_nested",
+        "bridges_of",
+        "pci_class",
+        "CommandResult",
+        "DeadlineLock",
+        "LockTimeout",
+        "run_bounded",
     ]
 )
 

@@ -78,6 +78,8 @@ class Node:
     kubelet_dir: str
     pod_socket: str
     configs: dict[str, str | None] = field(default_factory=dict)
+    #: per-plugin flags that keep the process inside the temp dir (never the real /var/run)
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, plugins: Sequence[str]) -> Node:
@@ -94,6 +96,9 @@ class Node:
                 path = os.path.join(base, f"{name}.json")
                 Path(path).write_text(json.dumps(document, indent=2))
             node.configs[name] = path
+        devinfo = os.path.join(base, "devinfo")
+        os.makedirs(devinfo)
+        node.extra_args["sriov-net"] = ["--device-info-dir", devinfo]
         return node
 
     def remove(self) -> None:
@@ -180,7 +185,7 @@ def plugin_command(
     config = node.configs.get(name)
     if config:
         cmd += ["--config-file", config]
-    return [*cmd, *extra]
+    return [*cmd, *node.extra_args.get(name, ()), *extra]
 
 
 def start_plugin(name: str, node: Node, **kwargs: Any) -> PluginProcess:

@@ -9,11 +9,12 @@ import os
 import grpc
 import pytest
 
+from devplugin_core import AllocationRequest
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from plugins.rebel_npu import SPEC
 from plugins.rebel_npu.testing import FakeSmi
 
-from .helpers import ATOM, CA22, config
+from .helpers import ATOM, CA22, built, config, discover
 
 
 async def test_allocate_contents(ca22: FakeHost, smi: FakeSmi, lock_file: str,
@@ -81,10 +82,22 @@ async def test_additional_info_goes_under_extra(ca22: FakeHost, lock_file: str,
     assert info[CA22[1]]["extra"] == {"rack": "r1"}
 
 
-async def test_unknown_and_unhealthy_ids_are_refused(ca22: FakeHost, lock_file: str,
+async def test_unknown_ids_are_refused(ca22: FakeHost, lock_file: str,
                                                      fake_kubelet: FakeKubelet) -> None:
     async with run_plugin(SPEC, ca22, fake_kubelet, config=config(lock_file, rsdGroups="off")):
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await fake_kubelet.allocate(ATOM, ["0000:99:00.0"])
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_devices_are_sorted_by_address_not_naturally(fake_host: FakeHost) -> None:
+    fake_host.add_npu("0000:0a:00.0", numa_node=0, index=0)
+    fake_host.add_npu("0000:09:00.0", numa_node=0, index=1)
+    resources = built(fake_host, {"rsdGroups": "off"})
+    devices, _ = discover(fake_host, resources)
+    atom = resources.resources[0]
+    edits = atom.allocator.allocate(AllocationRequest(ATOM, tuple(devices[ATOM])))
+    assert [n.host_path for n in edits.device_nodes] == ["/dev/rbln1", "/dev/rbln0"]
+    assert edits.env["PCIDEVICE_REBELLIONS_AI_ATOM"] == "0000:09:00.0,0000:0a:00.0"
+    assert edits.env["RBLN_DEVICES"] == "1,0"

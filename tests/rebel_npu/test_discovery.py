@@ -153,3 +153,14 @@ def test_fingerprint_changes_on_new_functions_and_vfs_not_on_removal(fake_host: 
     assert discoverer.fingerprint(host) == settled  # this host had no rbln-stat anyway
     fake_host.write("/usr/bin/rbln-stat", "x")
     assert discoverer.fingerprint(host) != settled
+
+
+def test_enabling_sriov_changes_the_fingerprint(fake_host: FakeHost) -> None:
+    add_sriov_npu(fake_host, "0000:31:00.0", [], numa=0)  # capable, SR-IOV not enabled yet
+    resources = built(fake_host)
+    devices, _ = discover(fake_host, resources)
+    assert [d.id for d in devices[ATOM]] == ["0000:31:00.0"]
+    discoverer = resources.resources[0].discoverer
+    before = discoverer.fingerprint(fake_host.host)
+    fake_host.set_numvfs("0000:31:00.0", 2)
+    assert discoverer.fingerprint(fake_host.host) != before

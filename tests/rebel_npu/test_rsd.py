@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -193,3 +194,11 @@ async def test_auto_with_smi_creates(ca22: FakeHost, smi: FakeSmi, lock_file: st
                                           {"configured": "auto", "effective": "create"}) == 1
         assert registry.get_sample_value("devplugin_npu_rsd_groups_total",
                                           {"result": "created"}) == 1
+
+
+def test_auto_needs_the_lock_directory_too(ca22: FakeHost, smi: FakeSmi, tmp_path: Path) -> None:
+    rsd = RsdGroups("auto", RblnSmi(smi.executable, 3), ca22.host,
+                    str(tmp_path / "missing" / "rsd.lock"), 5)
+    assert rsd.peek() == "auto"
+    assert rsd.node_for([CA22[0]]) is None
+    assert rsd.peek() == "off" and "rsdLockFile" in rsd.reason

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
+from devplugin_core.tools import run_bounded
 from plugins.rebel_npu import SPEC
-from plugins.rebel_npu.generic import run_bounded
 from plugins.rebel_npu.smi import (
     RblnSmi,
     SmiError,
@@ -139,7 +139,7 @@ async def test_metrics_from_canned_output(ca22: FakeHost, lock_file: str,
                                           {"result": "ok"}) or 0) >= 1
         ca22.remove("/dev/rbln1")
         await fake_kubelet.wait_for_devices(
-            ATOM, lambda d: any(x.ID == CA22[1] and x.health == "Unhealthy" for x in d))
+            ATOM, lambda d: any((x.ID, x.health) == (CA22[1], "Unhealthy") for x in d))
         assert value("devplugin_npu_healthy", CA22[1]) == 0
         assert smi.calls()[0] == ["-j"]
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from devplugin_core import Device, DiscoveryPass, PluginContext, PluginRuntime, Rejection, decode
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from plugins.sriov_net import SPEC, build
@@ -30,14 +32,20 @@ from plugins.sriov_net.config import SriovNetConfig
 PF = "0000:03:00.0"
 VF = [f"0000:03:02.{i}" for i in range(4)]
 MGMT = "0000:05:00.0"
-ROUTE_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+ROUTE_HEADER = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+)
 
-SECTION_7_4 = {"resourceList": [
-    {"resourceName": "sriov_net", "selectors": [{"vendors": ["8086"], "drivers": ["iavf"]}]},
-    {"resourceName": "sriov_dpdk",
-     "selectors": [{"pfNames": ["enp3s0f0#2-3"], "drivers": ["vfio-pci"]}]},
-    {"resourceName": "sriov_all", "selectors": {"pfNames": ["enp3s0f0"]}},
-]}
+SECTION_7_4 = {
+    "resourceList": [
+        {"resourceName": "sriov_net", "selectors": [{"vendors": ["8086"], "drivers": ["iavf"]}]},
+        {
+            "resourceName": "sriov_dpdk",
+            "selectors": [{"pfNames": ["enp3s0f0#2-3"], "drivers": ["vfio-pci"]}],
+        },
+        {"resourceName": "sriov_all", "selectors": {"pfNames": ["enp3s0f0"]}},
+    ]
+}
 
 
 def default_route(host: FakeHost, *ifaces: str) -> None:
@@ -48,33 +56,68 @@ def default_route(host: FakeHost, *ifaces: str) -> None:
 
 def intel_node(host: FakeHost) -> FakeHost:
     """The §7.4 node of the module docstring."""
-    host.add_sriov_pf(PF, vendor="8086", device="1572", driver="i40e", totalvfs=64, numa_node=1,
-                      netdev="enp3s0f0")
+    host.add_sriov_pf(
+        PF, vendor="8086", device="1572", driver="i40e", totalvfs=64, numa_node=1, netdev="enp3s0f0"
+    )
     for index, address in enumerate(VF):
         kernel = index < 2
-        host.add_vf(PF, index, address, device="154c", driver="iavf" if kernel else "vfio-pci",
-                    netdev=f"enp3s0f0v{index}" if kernel else None,
-                    iommu_group=None if kernel else 52 + index - 2)
+        host.add_vf(
+            PF,
+            index,
+            address,
+            device="154c",
+            driver="iavf" if kernel else "vfio-pci",
+            netdev=f"enp3s0f0v{index}" if kernel else None,
+            iommu_group=None if kernel else 52 + index - 2,
+        )
     host.add_pci(MGMT, vendor="8086", device="1533", driver="igb", numa_node=0)
     host.add_netdev(MGMT, "eno1")
     default_route(host, "eno1")
     return host
 
 
-def add_pf_with_vfs(host: FakeHost, pf: str, netdev: str, count: int, *, numa: int | None = 0,
-                    vendor: str = "8086", device: str = "1572", vf_device: str = "154c",
-                    driver: str = "i40e", vf_driver: str = "iavf", first_group: int | None = None,
-                    vf_netdevs: bool = True, link_type: str = "ether") -> list[str]:
+def add_pf_with_vfs(
+    host: FakeHost,
+    pf: str,
+    netdev: str,
+    count: int,
+    *,
+    numa: int | None = 0,
+    vendor: str = "8086",
+    device: str = "1572",
+    vf_device: str = "154c",
+    driver: str = "i40e",
+    vf_driver: str = "iavf",
+    first_group: int | None = None,
+    vf_netdevs: bool = True,
+    link_type: str = "ether",
+) -> list[str]:
     """A PF whose VFs sit at ``<bus>:02.<i>`` (one bus per PF); returns the VF addresses."""
-    host.add_sriov_pf(pf, vendor=vendor, device=device, driver=driver, totalvfs=max(count, 8),
-                      numa_node=numa, netdev=netdev, link_type=link_type)
+    host.add_sriov_pf(
+        pf,
+        vendor=vendor,
+        device=device,
+        driver=driver,
+        totalvfs=max(count, 8),
+        numa_node=numa,
+        netdev=netdev,
+        link_type=link_type,
+    )
     bus = pf[:8]
     vfs = []
     for index in range(count):
         address = f"{bus}{2 + index // 8:02x}.{index % 8}"
         group = None if first_group is None else first_group + index
-        host.add_vf(pf, index, address, device=vf_device, driver=vf_driver, iommu_group=group,
-                    netdev=f"{netdev}v{index}" if vf_netdevs else None, link_type=link_type)
+        host.add_vf(
+            pf,
+            index,
+            address,
+            device=vf_device,
+            driver=vf_driver,
+            iommu_group=group,
+            netdev=f"{netdev}v{index}" if vf_netdevs else None,
+            link_type=link_type,
+        )
         vfs.append(address)
     return vfs
 
@@ -105,8 +148,9 @@ class Discovered:
         return [r.reason for r in self.rejections if r.subject == subject]
 
 
-def discover(host: FakeHost, document: Mapping[str, Any], prefix: str = "intel.com",
-             **options: Any) -> Discovered:
+def discover(
+    host: FakeHost, document: Mapping[str, Any], prefix: str = "intel.com", **options: Any
+) -> Discovered:
     """Decode ``document``, build the plugin and run one shared discovery pass."""
     result = decode(SriovNetConfig, document)
     ctx = PluginContext(host=host.host, options={"resource_prefix": prefix, **options})
@@ -133,11 +177,22 @@ def devinfo_dir(host: FakeHost) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def serve(host: FakeHost, kubelet: FakeKubelet, document: Mapping[str, Any],
-                **overrides: Any) -> AsyncIterator[PluginRuntime[Any]]:
+async def serve(
+    host: FakeHost,
+    kubelet: FakeKubelet,
+    document: Mapping[str, Any],
+    registry: CollectorRegistry | None = None,
+    **overrides: Any,
+) -> AsyncIterator[PluginRuntime[Any]]:
     """Run sriov-net on ``host`` against ``kubelet`` until the block exits."""
-    async with run_plugin(SPEC, host, kubelet, config=document,
-                          plugin_options=options(host, **overrides)) as runtime:
+    async with run_plugin(
+        SPEC,
+        host,
+        kubelet,
+        config=document,
+        registry=registry,
+        plugin_options=options(host, **overrides),
+    ) as runtime:
         yield runtime
 
 

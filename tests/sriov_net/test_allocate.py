@@ -10,7 +10,8 @@ import stat
 import grpc
 import pytest
 
-from devplugin_core.testing import FakeHost, FakeKubelet
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
+from plugins.sriov_net import SPEC
 
 from .helpers import (
     SECTION_7_4,
@@ -21,6 +22,7 @@ from .helpers import (
     ids,
     info,
     intel_node,
+    options,
     pool,
     serve,
     specs,
@@ -42,72 +44,96 @@ async def test_section_7_4_end_to_end(fake_host: FakeHost, fake_kubelet: FakeKub
             assert [n.ID for n in device.topology.nodes] == [1]
 
         response = await fake_kubelet.allocate("intel.com/sriov_dpdk", [VF[2]])
-        assert specs(response) == [("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
-                                   ("/dev/vfio/52", "/dev/vfio/52", RW)]
+        assert specs(response) == [
+            ("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
+            ("/dev/vfio/52", "/dev/vfio/52", RW),
+        ]
         assert list(response.mounts) == []
         assert dict(response.envs) == {
             "PCIDEVICE_INTEL_COM_SRIOV_DPDK": VF[2],
-            "PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO":
+            "PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO": (
                 '{"0000:03:02.2":{"generic":{"deviceID":"0000:03:02.2"},'
-                '"vfio":{"dev-mount":"/dev/vfio/52","mount":"/dev/vfio/vfio"}}}',
+                '"vfio":{"dev-mount":"/dev/vfio/52","mount":"/dev/vfio/vfio"}}}'
+            ),
         }
         path = devinfo_dir(fake_host) / "intel.com-sriov_dpdk-0000:03:02.2-device.json"
         assert path.read_text() == (
-            '{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:03:02.2"}}')
+            '{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:03:02.2"}}'
+        )
         assert stat.S_IMODE(path.stat().st_mode) == 0o444
 
         response = await fake_kubelet.allocate("intel.com/sriov_net", [VF[0]])
         assert specs(response) == []
         assert response.envs["PCIDEVICE_INTEL_COM_SRIOV_NET_INFO"] == (
-            '{"0000:03:02.0":{"generic":{"deviceID":"0000:03:02.0"}}}')
+            '{"0000:03:02.0":{"generic":{"deviceID":"0000:03:02.0"}}}'
+        )
 
 
 async def test_two_vfio_vfs_get_deduplicated_specs_in_request_order(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
-    vfs = add_pf_with_vfs(fake_host, "0000:01:00.0", "enp2s0f0", 2, vf_driver="vfio-pci",
-                          first_group=0, vf_netdevs=False)
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = add_pf_with_vfs(
+        fake_host,
+        "0000:01:00.0",
+        "enp2s0f0",
+        2,
+        vf_driver="vfio-pci",
+        first_group=0,
+        vf_netdevs=False,
+    )
     async with serve(fake_host, fake_kubelet, doc(pool("dpdk", {"drivers": ["vfio-pci"]}))):
         await fake_kubelet.wait_for_registration("intel.com/dpdk")
         response = await fake_kubelet.allocate("intel.com/dpdk", [vfs[1], vfs[0]])
-        assert specs(response) == [("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
-                                   ("/dev/vfio/1", "/dev/vfio/1", RW),
-                                   ("/dev/vfio/0", "/dev/vfio/0", RW)]
+        assert specs(response) == [
+            ("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
+            ("/dev/vfio/1", "/dev/vfio/1", RW),
+            ("/dev/vfio/0", "/dev/vfio/0", RW),
+        ]
         assert response.envs["PCIDEVICE_INTEL_COM_DPDK"] == f"{vfs[1]},{vfs[0]}"
         assert list(info(response, "PCIDEVICE_INTEL_COM_DPDK_INFO")) == sorted(vfs)
 
 
 async def test_noiommu_group_maps_host_node_to_container_group(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
-    vfs = add_pf_with_vfs(fake_host, "0000:01:00.0", "ens1", 1, vf_driver="vfio-pci",
-                          vf_netdevs=False)
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = add_pf_with_vfs(
+        fake_host, "0000:01:00.0", "ens1", 1, vf_driver="vfio-pci", vf_netdevs=False
+    )
     fake_host.set_iommu_group(vfs[0], 7, noiommu=True)
     async with serve(fake_host, fake_kubelet, doc(pool("dpdk", {}))):
         await fake_kubelet.wait_for_registration("intel.com/dpdk")
         response = await fake_kubelet.allocate("intel.com/dpdk", vfs)
-        assert specs(response) == [("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
-                                   ("/dev/vfio/noiommu-7", "/dev/vfio/7", RW)]
+        assert specs(response) == [
+            ("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
+            ("/dev/vfio/noiommu-7", "/dev/vfio/7", RW),
+        ]
         assert info(response, "PCIDEVICE_INTEL_COM_DPDK_INFO")[vfs[0]]["vfio"] == {
-            "dev-mount": "/dev/vfio/7", "mount": "/dev/vfio/vfio"}
+            "dev-mount": "/dev/vfio/7",
+            "mount": "/dev/vfio/vfio",
+        }
 
 
 @pytest.mark.parametrize("driver", ["igb_uio", "uio", "uio_pci_generic"])
 async def test_uio_drivers_get_their_uio_node_and_complete_info_on_first_allocation(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet, driver: str) -> None:
-    vfs = add_pf_with_vfs(fake_host, "0000:01:00.0", "ens1", 1, vf_driver=driver,
-                          vf_netdevs=False)
+    fake_host: FakeHost, fake_kubelet: FakeKubelet, driver: str
+) -> None:
+    vfs = add_pf_with_vfs(fake_host, "0000:01:00.0", "ens1", 1, vf_driver=driver, vf_netdevs=False)
     fake_host.add_uio(vfs[0], 3)
     async with serve(fake_host, fake_kubelet, doc(pool("uio", {"drivers": [driver]}))):
         await fake_kubelet.wait_for_registration("intel.com/uio")
         response = await fake_kubelet.allocate("intel.com/uio", vfs)
         assert specs(response) == [("/dev/uio3", "/dev/uio3", RW)]
         assert response.envs["PCIDEVICE_INTEL_COM_UIO_INFO"] == (
-            '{"0000:01:02.0":{"generic":{"deviceID":"0000:01:02.0"},"uio":{"mount":"/dev/uio3"}}}')
+            '{"0000:01:02.0":{"generic":{"deviceID":"0000:01:02.0"},"uio":{"mount":"/dev/uio3"}}}'
+        )
 
 
 async def test_need_vhost_net_applies_to_the_selector_that_matched(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
-    vfs = add_pf_with_vfs(fake_host, "0000:01:00.0", "ens1", 2, vf_driver="vfio-pci",
-                          first_group=0, vf_netdevs=False)
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = add_pf_with_vfs(
+        fake_host, "0000:01:00.0", "ens1", 2, vf_driver="vfio-pci", first_group=0, vf_netdevs=False
+    )
     fake_host.add_dev("/dev/vhost-net")
     fake_host.add_dev("/dev/net/tun")
     selectors = [{"pciAddresses": [vfs[0]]}, {"needVhostNet": True}]
@@ -115,17 +141,28 @@ async def test_need_vhost_net_applies_to_the_selector_that_matched(
         await fake_kubelet.wait_for_registration("intel.com/dpdk")
         first = await fake_kubelet.allocate("intel.com/dpdk", [vfs[0]])
         second = await fake_kubelet.allocate("intel.com/dpdk", [vfs[1]])
-    assert len(first.devices) == 2 and "vhost" not in info(first, "PCIDEVICE_INTEL_COM_DPDK_INFO")[vfs[0]]
+    assert (
+        len(first.devices) == 2
+        and "vhost" not in info(first, "PCIDEVICE_INTEL_COM_DPDK_INFO")[vfs[0]]
+    )
     assert [d.host_path for d in second.devices] == [
-        "/dev/vfio/vfio", "/dev/vfio/1", "/dev/vhost-net", "/dev/net/tun"]
+        "/dev/vfio/vfio",
+        "/dev/vfio/1",
+        "/dev/vhost-net",
+        "/dev/net/tun",
+    ]
     assert info(second, "PCIDEVICE_INTEL_COM_DPDK_INFO")[vfs[1]]["vhost"] == {
-        "net-mount": "/dev/vhost-net", "tun-mount": "/dev/net/tun"}
+        "net-mount": "/dev/vhost-net",
+        "tun-mount": "/dev/net/tun",
+    }
 
 
 async def test_missing_vhost_net_makes_the_device_unhealthy_not_silently_incomplete(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
-    vfs = add_pf_with_vfs(fake_host, "0000:01:00.0", "ens1", 1, vf_driver="vfio-pci",
-                          first_group=0, vf_netdevs=False)
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = add_pf_with_vfs(
+        fake_host, "0000:01:00.0", "ens1", 1, vf_driver="vfio-pci", first_group=0, vf_netdevs=False
+    )
     async with serve(fake_host, fake_kubelet, doc(pool("dpdk", {"needVhostNet": True}))):
         devices = await fake_kubelet.wait_for_devices("intel.com/dpdk", lambda d: len(d) == 1)
         assert devices[0].health == "Unhealthy"
@@ -136,8 +173,18 @@ async def test_missing_vhost_net_makes_the_device_unhealthy_not_silently_incompl
 
 def mellanox(host: FakeHost) -> list[str]:
     """A ConnectX PF with two VFs on mlx5_core; only the first VF has an RDMA device."""
-    vfs = add_pf_with_vfs(host, "0000:3b:00.0", "ens1f0np0", 2, vendor="15b3", device="1017",
-                          vf_device="1018", driver="mlx5_core", vf_driver="mlx5_core", numa=0)
+    vfs = add_pf_with_vfs(
+        host,
+        "0000:3b:00.0",
+        "ens1f0np0",
+        2,
+        vendor="15b3",
+        device="1017",
+        vf_device="1018",
+        driver="mlx5_core",
+        vf_driver="mlx5_core",
+        numa=0,
+    )
     host.add_rdma("0000:3b:00.0", "mlx5_0")
     host.add_rdma(vfs[0], "mlx5_2")
     host.add_rdma_cm()
@@ -145,31 +192,42 @@ def mellanox(host: FakeHost) -> list[str]:
 
 
 async def test_rdma_vfs_get_their_char_devices_and_rdma_info(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     vfs = mellanox(fake_host)
-    document = doc(pool("rdma", {"vendors": ["15b3"], "isRdma": True}),
-                   pool("plain", {"vendors": ["15b3"]}))
+    document = doc(
+        pool("rdma", {"vendors": ["15b3"], "isRdma": True}), pool("plain", {"vendors": ["15b3"]})
+    )
     async with serve(fake_host, fake_kubelet, document):
         rdma = await fake_kubelet.wait_for_registration("intel.com/rdma")
         plain = await fake_kubelet.wait_for_registration("intel.com/plain")
         assert ids(rdma.devices) == [vfs[0]] and ids(plain.devices) == [vfs[1]]
         response = await fake_kubelet.allocate("intel.com/rdma", [vfs[0]])
-        assert specs(response) == [("/dev/infiniband/umad1", "/dev/infiniband/umad1", RW),
-                                   ("/dev/infiniband/uverbs1", "/dev/infiniband/uverbs1", RW),
-                                   ("/dev/infiniband/rdma_cm", "/dev/infiniband/rdma_cm", RW)]
+        assert specs(response) == [
+            ("/dev/infiniband/umad1", "/dev/infiniband/umad1", RW),
+            ("/dev/infiniband/uverbs1", "/dev/infiniband/uverbs1", RW),
+            ("/dev/infiniband/rdma_cm", "/dev/infiniband/rdma_cm", RW),
+        ]
         assert info(response, "PCIDEVICE_INTEL_COM_RDMA_INFO")[vfs[0]] == {
             "generic": {"deviceID": vfs[0]},
-            "rdma": {"rdma_cm": "/dev/infiniband/rdma_cm", "rdma_dev": "mlx5_2",
-                     "umad": "/dev/infiniband/umad1", "uverbs": "/dev/infiniband/uverbs1"},
+            "rdma": {
+                "rdma_cm": "/dev/infiniband/rdma_cm",
+                "rdma_dev": "mlx5_2",
+                "umad": "/dev/infiniband/umad1",
+                "uverbs": "/dev/infiniband/uverbs1",
+            },
         }
         path = devinfo_dir(fake_host) / f"intel.com-rdma-{vfs[0]}-device.json"
         assert json.loads(path.read_text()) == {
-            "type": "pci", "version": "1.1.0",
-            "pci": {"pci-address": vfs[0], "rdma-device": "mlx5_2"}}
+            "type": "pci",
+            "version": "1.1.0",
+            "pci": {"pci-address": vfs[0], "rdma-device": "mlx5_2"},
+        }
 
 
 async def test_rdma_nodes_only_for_the_selector_that_asks(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     vfs = mellanox(fake_host)
     selectors = [{"isRdma": True, "pciAddresses": [vfs[1]]}, {"isRdma": False}]
     async with serve(fake_host, fake_kubelet, doc(pool("mixed", selectors))):
@@ -182,7 +240,8 @@ async def test_rdma_nodes_only_for_the_selector_that_asks(
 
 
 async def test_additional_info_star_then_per_address_override(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     vfs = add_pf_with_vfs(fake_host, "0000:00:00.0", "ens1", 2)
     extra = {"*": {"test": "test", "bla": "bla"}, vfs[1]: {"test": "test1"}}
     async with serve(fake_host, fake_kubelet, doc(pool("net", {}, additionalInfo=extra))):
@@ -194,34 +253,44 @@ async def test_additional_info_star_then_per_address_override(
 
 
 async def test_empty_additional_info_still_adds_an_extra_entry(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     vfs = add_pf_with_vfs(fake_host, "0000:00:00.0", "ens1", 1)
     async with serve(fake_host, fake_kubelet, doc(pool("net", {}, additionalInfo={}))):
         await fake_kubelet.wait_for_registration("intel.com/net")
         response = await fake_kubelet.allocate("intel.com/net", vfs)
     assert response.envs["PCIDEVICE_INTEL_COM_NET_INFO"] == (
-        '{"0000:00:02.0":{"extra":{},"generic":{"deviceID":"0000:00:02.0"}}}')
+        '{"0000:00:02.0":{"extra":{},"generic":{"deviceID":"0000:00:02.0"}}}'
+    )
 
 
 async def test_env_names_keep_hyphens_and_use_the_pool_prefix(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     vfs = add_pf_with_vfs(fake_host, "0000:00:00.0", "ens1", 2)
-    document = doc(pool("sriov-net_a", {"pciAddresses": [vfs[0]]}),
-                   pool("vf", {}, resourcePrefix="example.org"))
+    document = doc(
+        pool("sriov-net_a", {"pciAddresses": [vfs[0]]}),
+        pool("vf", {}, resourcePrefix="example.org"),
+    )
     async with serve(fake_host, fake_kubelet, document):
         await fake_kubelet.wait_for_registration("intel.com/sriov-net_a")
         await fake_kubelet.wait_for_registration("example.org/vf")
         first = await fake_kubelet.allocate("intel.com/sriov-net_a", [vfs[0]])
         second = await fake_kubelet.allocate("example.org/vf", [vfs[1]])
-    assert set(first.envs) == {"PCIDEVICE_INTEL_COM_SRIOV-NET_A", "PCIDEVICE_INTEL_COM_SRIOV-NET_A_INFO"}
+    assert set(first.envs) == {
+        "PCIDEVICE_INTEL_COM_SRIOV-NET_A",
+        "PCIDEVICE_INTEL_COM_SRIOV-NET_A_INFO",
+    }
     assert set(second.envs) == {"PCIDEVICE_EXAMPLE_ORG_VF", "PCIDEVICE_EXAMPLE_ORG_VF_INFO"}
     assert (devinfo_dir(fake_host) / f"example.org-vf-{vfs[1]}-device.json").exists()
 
 
-async def test_allocate_reads_the_function_live(fake_host: FakeHost,
-                                                fake_kubelet: FakeKubelet) -> None:
-    vfs = add_pf_with_vfs(fake_host, "0000:00:00.0", "ens1", 1, vf_driver="vfio-pci",
-                          first_group=4, vf_netdevs=False)
+async def test_allocate_reads_the_function_live(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = add_pf_with_vfs(
+        fake_host, "0000:00:00.0", "ens1", 1, vf_driver="vfio-pci", first_group=4, vf_netdevs=False
+    )
     async with serve(fake_host, fake_kubelet, doc(pool("dpdk", {}))):
         await fake_kubelet.wait_for_registration("intel.com/dpdk")
         fake_host.set_iommu_group(vfs[0], 9)  # regrouped after discovery
@@ -243,7 +312,8 @@ async def test_unknown_ids_are_rejected(fake_host: FakeHost, fake_kubelet: FakeK
 
 
 async def test_device_info_files_are_replaced_and_stale_ones_cleaned_at_start(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     intel_node(fake_host)
     directory = devinfo_dir(fake_host)
     directory.mkdir()
@@ -260,15 +330,19 @@ async def test_device_info_files_are_replaced_and_stale_ones_cleaned_at_start(
         (directory / name).write_text("{}")
     async with serve(fake_host, fake_kubelet, SECTION_7_4):
         await fake_kubelet.wait_for_registration("intel.com/sriov_dpdk")
-        assert set(os.listdir(directory)) == foreign
+        await fake_kubelet.wait_until(
+            lambda: set(os.listdir(directory)) == foreign, what="stale device-info files to go"
+        )
         for _ in range(2):  # a second Allocate replaces the read-only file
             await fake_kubelet.allocate("intel.com/sriov_dpdk", [VF[3]])
         assert set(os.listdir(directory)) == foreign | {
-            "intel.com-sriov_dpdk-0000:03:02.3-device.json"}
+            "intel.com-sriov_dpdk-0000:03:02.3-device.json"
+        }
 
 
 async def test_device_info_write_failure_fails_allocate(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     intel_node(fake_host)
     blocker = fake_host.root.parent / "not-a-dir"
     blocker.write_text("")
@@ -279,14 +353,49 @@ async def test_device_info_write_failure_fails_allocate(
         assert "device-info file" in (err.value.details() or "")
 
 
-async def test_accelerator_pools_write_no_device_info(fake_host: FakeHost,
-                                                      fake_kubelet: FakeKubelet) -> None:
-    fake_host.add_pci("0000:af:00.0", vendor="8086", device="0d5c", driver="vfio-pci",
-                      class_code=0x120000, iommu_group=80, numa_node=1)
+async def test_accelerator_pools_write_no_device_info(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    fake_host.add_pci(
+        "0000:af:00.0",
+        vendor="8086",
+        device="0d5c",
+        driver="vfio-pci",
+        class_code=0x120000,
+        iommu_group=80,
+        numa_node=1,
+    )
     document = doc(pool("fec", {"devices": ["0d5c"]}, deviceType="accelerator"))
     async with serve(fake_host, fake_kubelet, document):
         await fake_kubelet.wait_for_registration("intel.com/fec")
         response = await fake_kubelet.allocate("intel.com/fec", ["0000:af:00.0"])
-    assert specs(response) == [("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
-                               ("/dev/vfio/80", "/dev/vfio/80", RW)]
+    assert specs(response) == [
+        ("/dev/vfio/vfio", "/dev/vfio/vfio", RW),
+        ("/dev/vfio/80", "/dev/vfio/80", RW),
+    ]
     assert not devinfo_dir(fake_host).exists()
+
+
+async def test_cdi_mode_names_devices_and_keeps_env_and_device_info(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    intel_node(fake_host)
+    cdi_dir = fake_host.root.parent / "cdi"
+    async with run_plugin(
+        SPEC,
+        fake_host,
+        fake_kubelet,
+        config=SECTION_7_4,
+        cdi_dir=str(cdi_dir),
+        plugin_options=options(fake_host),
+    ):
+        await fake_kubelet.wait_for_registration("intel.com/sriov_dpdk")
+        dpdk = await fake_kubelet.allocate("intel.com/sriov_dpdk", [VF[2]])
+        net = await fake_kubelet.allocate("intel.com/sriov_net", [VF[0]])
+    assert specs(dpdk) == []
+    assert [d.name for d in dpdk.cdi_devices] == ["intel.com/sriov_dpdk=0000:03:02.2"]
+    assert info(dpdk, "PCIDEVICE_INTEL_COM_SRIOV_DPDK_INFO")[VF[2]]["vfio"]["dev-mount"] == (
+        "/dev/vfio/52"
+    )
+    assert list(net.cdi_devices) == [] and "PCIDEVICE_INTEL_COM_SRIOV_NET" in net.envs
+    assert (devinfo_dir(fake_host) / f"intel.com-sriov_dpdk-{VF[2]}-device.json").exists()

@@ -1,4 +1,4 @@
-"""Config: upstream's resourceList read unchanged; every validation error names resource and field."""
+"""Config: upstream's resourceList read unchanged; every error names the resource and field."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def load(tmp_path: Path, document: Any, **options: Any) -> tuple[Any, Any]:
     """Load + build like ``devplugin validate``: (LoadedConfig, ResourceSet)."""
     path = tmp_path / "config.json"
     path.write_text(document if isinstance(document, str) else json.dumps(document))
-    runtime = PluginRuntime(SPEC, RuntimeOptions(config_file=str(path), plugin_options=options,
-                                                 handle_signals=False))
+    runtime = PluginRuntime(
+        SPEC, RuntimeOptions(config_file=str(path), plugin_options=options, handle_signals=False)
+    )
     return runtime.load()
 
 
@@ -35,21 +36,35 @@ def test_section_7_4_config_loads_with_upstream_defaults(tmp_path: Path) -> None
     loaded, resource_set = load(tmp_path, SECTION_7_4)
     assert loaded.warnings == ()
     assert [r.name for r in resource_set.resources] == [
-        "intel.com/sriov_net", "intel.com/sriov_dpdk", "intel.com/sriov_all"]
+        "intel.com/sriov_net",
+        "intel.com/sriov_dpdk",
+        "intel.com/sriov_all",
+    ]
     entry = loaded.config.resource_list[0]
     assert isinstance(entry, NetResource)
     assert (entry.device_type, entry.exclude_topology, entry.additional_info) == (
-        "netDevice", False, None)
-    assert (entry.check_health_on_pf, entry.check_health_on_device_exist,
-            entry.allocation_policy) == (True, True, "spread")
+        "netDevice",
+        False,
+        None,
+    )
+    assert (
+        entry.check_health_on_pf,
+        entry.check_health_on_device_exist,
+        entry.allocation_policy,
+    ) == (True, True, "spread")
 
 
 def test_selectors_take_an_object_or_a_list(tmp_path: Path) -> None:
-    loaded, _ = load(tmp_path, doc(
-        pool("one", {"drivers": ["iavf"]}),
-        pool("two", [{"drivers": ["iavf"]}, {"drivers": ["vfio-pci"], "pfNames": ["ens1f0#0-3"]}]),
-        pool("all", {}),
-    ))
+    loaded, _ = load(
+        tmp_path,
+        doc(
+            pool("one", {"drivers": ["iavf"]}),
+            pool(
+                "two", [{"drivers": ["iavf"]}, {"drivers": ["vfio-pci"], "pfNames": ["ens1f0#0-3"]}]
+            ),
+            pool("all", {}),
+        ),
+    )
     one, two, every = loaded.config.resource_list
     assert len(one.selectors) == 1 and len(two.selectors) == 2
     assert two.selectors[1].pf_names == ("ens1f0#0-3",)
@@ -57,11 +72,25 @@ def test_selectors_take_an_object_or_a_list(tmp_path: Path) -> None:
 
 
 def test_keys_match_case_insensitively_like_go(tmp_path: Path) -> None:
-    loaded, resource_set = load(tmp_path, {"ResourceList": [{
-        "ResourceName": "mlx", "ResourcePrefix": "nvidia.com", "ExcludeTopology": True,
-        "Selectors": {"Vendors": ["15b3"], "PfNames": ["ens1f0"], "IsRdma": True,
-                      "NeedVhostNet": True, "PKeys": ["0x8001"]},
-    }]})
+    loaded, resource_set = load(
+        tmp_path,
+        {
+            "ResourceList": [
+                {
+                    "ResourceName": "mlx",
+                    "ResourcePrefix": "nvidia.com",
+                    "ExcludeTopology": True,
+                    "Selectors": {
+                        "Vendors": ["15b3"],
+                        "PfNames": ["ens1f0"],
+                        "IsRdma": True,
+                        "NeedVhostNet": True,
+                        "PKeys": ["0x8001"],
+                    },
+                }
+            ]
+        },
+    )
     entry = loaded.config.resource_list[0]
     assert loaded.warnings == ()
     assert entry.exclude_topology and entry.selectors[0].is_rdma
@@ -70,15 +99,27 @@ def test_keys_match_case_insensitively_like_go(tmp_path: Path) -> None:
 
 
 def test_accelerator_pools_and_our_optional_keys(tmp_path: Path) -> None:
-    loaded, resource_set = load(tmp_path, doc(
-        pool("fec", {"vendors": ["8086"], "devices": ["0d5d"], "drivers": ["vfio-pci"]},
-             deviceType="accelerator", allocationPolicy="packed", checkHealthOnPf=False,
-             checkHealthOnDeviceExist=False),
-    ), resource_prefix="example.org")
+    loaded, resource_set = load(
+        tmp_path,
+        doc(
+            pool(
+                "fec",
+                {"vendors": ["8086"], "devices": ["0d5d"], "drivers": ["vfio-pci"]},
+                deviceType="accelerator",
+                allocationPolicy="packed",
+                checkHealthOnPf=False,
+                checkHealthOnDeviceExist=False,
+            ),
+        ),
+        resource_prefix="example.org",
+    )
     entry = loaded.config.resource_list[0]
     assert isinstance(entry, AcceleratorResource)
-    assert (entry.allocation_policy, entry.check_health_on_pf,
-            entry.check_health_on_device_exist) == ("packed", False, False)
+    assert (
+        entry.allocation_policy,
+        entry.check_health_on_pf,
+        entry.check_health_on_device_exist,
+    ) == ("packed", False, False)
     assert [r.name for r in resource_set.resources] == ["example.org/fec"]
 
 
@@ -88,13 +129,27 @@ def test_same_name_with_different_prefixes_is_allowed(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_and_never_matching_values_warn(tmp_path: Path) -> None:
-    loaded, _ = load(tmp_path, {
-        "resourceList": [pool("legacy", {
-            "vendors": ["0x8086"], "devices": ["154C"], "pciAddresses": ["03:02.0"],
-            "linkTypes": ["ether", "infiniband"], "sriovMode": True,
-        }, isRdma=True, rootDevices=["0000:03:00.0"], additionalInfo={"eth0": {"k": "v"}})],
-        "logLevel": 10,
-    })
+    loaded, _ = load(
+        tmp_path,
+        {
+            "resourceList": [
+                pool(
+                    "legacy",
+                    {
+                        "vendors": ["0x8086"],
+                        "devices": ["154C"],
+                        "pciAddresses": ["03:02.0"],
+                        "linkTypes": ["ether", "infiniband"],
+                        "sriovMode": True,
+                    },
+                    isRdma=True,
+                    rootDevices=["0000:03:00.0"],
+                    additionalInfo={"eth0": {"k": "v"}},
+                )
+            ],
+            "logLevel": 10,
+        },
+    )
     text = "\n".join(loaded.warnings)
     for expected in (
         "logLevel: unknown key",
@@ -111,78 +166,161 @@ def test_unknown_keys_and_never_matching_values_warn(tmp_path: Path) -> None:
 
 
 def test_accelerator_selectors_warn_about_netdevice_keys(tmp_path: Path) -> None:
-    loaded, _ = load(tmp_path, doc(pool("fec", {"pfNames": ["x"], "isRdma": True},
-                                        deviceType="accelerator")))
+    loaded, _ = load(
+        tmp_path, doc(pool("fec", {"pfNames": ["x"], "isRdma": True}, deviceType="accelerator"))
+    )
     assert "resourceList[0].selectors.pfNames: unknown key, ignored" in loaded.warnings
     assert "resourceList[0].selectors.isRdma: unknown key, ignored" in loaded.warnings
 
 
-@pytest.mark.parametrize(("document", "field", "message"), [
-    ({}, "resourceList", "is required"),
-    ({"resourceList": None}, "resourceList", "is required"),
-    ({"resourceList": []}, "resourceList", "needs at least one resource"),
-    ({"resourceList": {"resourceName": "a"}}, "resourceList", "must be a list"),
-    ({"resourceList": ["a"]}, "resourceList[0]", "must be an object"),
-    (doc(pool("ok", {}), {"resourceName": "x"}), "resourceList[1].selectors", "is required"),
-    (doc(pool("x", None)), "resourceList[0].selectors", "is required"),
-    (doc(pool("x", [])), "resourceList[0].selectors", "needs at least one object"),
-    (doc(pool("x", "iavf")), "resourceList[0].selectors", "must be an object"),
-    (doc(pool("x", [{}, 3])), "resourceList[0].selectors[1]", "must be an object"),
-    (doc({"selectors": {}}), "resourceList[0].resourceName", "is required"),
-    (doc(pool("invalid.name", {})), "resourceList[0].resourceName", "invalid characters"),
-    (doc(pool("sriov net", {})), "resourceList[0].resourceName", "invalid characters"),
-    (doc(pool("ok", {}), pool("ok", {})), "resourceList[1].resourceName",
-     "'intel.com/ok' is already defined by resourceList[0]"),
-    (doc(pool("a", {}), pool("a", {}, resourcePrefix="intel.com")),
-     "resourceList[1].resourceName", "already defined"),
-    (doc(pool("sriov_", {})), "resourceList[0].resourceName",
-     "not a valid extended resource name: the name after '/' must"),
-    (doc(pool("x" * 64, {})), "resourceList[0].resourceName", "at most 63"),
-    (doc(pool("ok", {}, resourcePrefix="Intel.com")), "resourceList[0].resourcePrefix",
-     "lower-case DNS subdomain"),
-    (doc(pool("ok", {}, resourcePrefix="kubernetes.io")), "resourceList[0].resourcePrefix",
-     "reserved"),
-    (doc(pool("x", {}, deviceType="auxNetDevice")), "resourceList[0].deviceType",
-     "'auxNetDevice' is not supported yet"),
-    (doc(pool("x", {}, deviceType="NetDevice")), "resourceList[0].deviceType",
-     "unsupported deviceType (use 'netDevice', 'accelerator')"),
-    (doc(pool("x", {}, deviceType=2)), "resourceList[0].deviceType", "must be a string"),
-    (doc(pool("x", {"vdpaType": "vhost"})), "resourceList[0].selectors.vdpaType",
-     "is not supported: vDPA devices are not supported yet"),
-    (doc(pool("x", [{}, {"isRdma": True, "vdpaType": "virtio"}])),
-     "resourceList[0].selectors[1].vdpaType", "not supported"),
-    (doc(pool("x", {"ddpProfiles": ["GTP"]})), "resourceList[0].selectors.ddpProfiles",
-     "DDP profile selection is not supported yet"),
-    (doc(pool("x", {"pfNames": ["ens1f0#"]})), "resourceList[0].selectors.pfNames[0]",
-     "empty VF index list"),
-    (doc(pool("x", {"pfNames": ["ok", "ens1f0#1-2-3"]})), "resourceList[0].selectors.pfNames[1]",
-     "invalid VF index range '1-2-3'"),
-    (doc(pool("x", {"pfNames": ["ens1f0#a"]})), "resourceList[0].selectors.pfNames[0]",
-     "invalid VF index range 'a'"),
-    (doc(pool("x", {"pfNames": ["ens1f0#1#2"]})), "resourceList[0].selectors.pfNames[0]",
-     "more than one '#'"),
-    (doc(pool("x", {"pfNames": ["ens1f0#5-2"]})), "resourceList[0].selectors.pfNames[0]",
-     "reversed"),
-    (doc(pool("x", {"pfNames": ["#1"]})), "resourceList[0].selectors.pfNames[0]",
-     "missing PF name"),
-    (doc(pool("x", {"rootDevices": ["0000:86:00.0#0,x"]})),
-     "resourceList[0].selectors.rootDevices[0]", "invalid VF index range 'x'"),
-    (doc(pool("x", {"pfNames": "ens1f0"})), "resourceList[0].selectors.pfNames", "must be a list"),
-    (doc(pool("x", {"vendors": [8086]})), "resourceList[0].selectors.vendors[0]",
-     "must be a string"),
-    (doc(pool("x", {"isRdma": "true"})), "resourceList[0].selectors.isRdma", "must be a boolean"),
-    (doc(pool("x", {}, excludeTopology=1)), "resourceList[0].excludeTopology", "must be a boolean"),
-    (doc(pool("x", {}, additionalInfo={"*": {"n": 1}})),
-     'resourceList[0].additionalInfo["*"]["n"]', "must be a string"),
-    (doc(pool("x", {}, additionalInfo={"*": "v"})), 'resourceList[0].additionalInfo["*"]',
-     "must be an object"),
-    (doc(pool("x", {}, allocationPolicy="pack")), "resourceList[0].allocationPolicy",
-     "must be one of 'spread', 'packed'"),
-    (doc(pool("x", {}, checkHealthOnPf="yes")), "resourceList[0].checkHealthOnPf",
-     "must be a boolean"),
-])
-def test_validation_errors_name_the_field(tmp_path: Path, document: Any, field: str,
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("document", "field", "message"),
+    [
+        ({}, "resourceList", "is required"),
+        ({"resourceList": None}, "resourceList", "is required"),
+        ({"resourceList": []}, "resourceList", "needs at least one resource"),
+        ({"resourceList": {"resourceName": "a"}}, "resourceList", "must be a list"),
+        ({"resourceList": ["a"]}, "resourceList[0]", "must be an object"),
+        (doc(pool("ok", {}), {"resourceName": "x"}), "resourceList[1].selectors", "is required"),
+        (doc(pool("x", None)), "resourceList[0].selectors", "is required"),
+        (doc(pool("x", [])), "resourceList[0].selectors", "needs at least one object"),
+        (doc(pool("x", "iavf")), "resourceList[0].selectors", "must be an object"),
+        (doc(pool("x", [{}, 3])), "resourceList[0].selectors[1]", "must be an object"),
+        (doc({"selectors": {}}), "resourceList[0].resourceName", "is required"),
+        (doc(pool("invalid.name", {})), "resourceList[0].resourceName", "invalid characters"),
+        (doc(pool("sriov net", {})), "resourceList[0].resourceName", "invalid characters"),
+        (
+            doc(pool("ok", {}), pool("ok", {})),
+            "resourceList[1].resourceName",
+            "'intel.com/ok' is already defined by resourceList[0]",
+        ),
+        (
+            doc(pool("a", {}), pool("a", {}, resourcePrefix="intel.com")),
+            "resourceList[1].resourceName",
+            "already defined",
+        ),
+        (
+            doc(pool("sriov_", {})),
+            "resourceList[0].resourceName",
+            "not a valid extended resource name: the name after '/' must",
+        ),
+        (doc(pool("x" * 64, {})), "resourceList[0].resourceName", "at most 63"),
+        (
+            doc(pool("ok", {}, resourcePrefix="Intel.com")),
+            "resourceList[0].resourcePrefix",
+            "lower-case DNS subdomain",
+        ),
+        (
+            doc(pool("ok", {}, resourcePrefix="kubernetes.io")),
+            "resourceList[0].resourcePrefix",
+            "reserved",
+        ),
+        (
+            doc(pool("x", {}, deviceType="auxNetDevice")),
+            "resourceList[0].deviceType",
+            "'auxNetDevice' is not supported yet",
+        ),
+        (
+            doc(pool("x", {}, deviceType="NetDevice")),
+            "resourceList[0].deviceType",
+            "unsupported deviceType (use 'netDevice', 'accelerator')",
+        ),
+        (doc(pool("x", {}, deviceType=2)), "resourceList[0].deviceType", "must be a string"),
+        (
+            doc(pool("x", {"vdpaType": "vhost"})),
+            "resourceList[0].selectors.vdpaType",
+            "is not supported: vDPA devices are not supported yet",
+        ),
+        (
+            doc(pool("x", [{}, {"isRdma": True, "vdpaType": "virtio"}])),
+            "resourceList[0].selectors[1].vdpaType",
+            "not supported",
+        ),
+        (
+            doc(pool("x", {"ddpProfiles": ["GTP"]})),
+            "resourceList[0].selectors.ddpProfiles",
+            "DDP profile selection is not supported yet",
+        ),
+        (
+            doc(pool("x", {"pfNames": ["ens1f0#"]})),
+            "resourceList[0].selectors.pfNames[0]",
+            "empty VF index list",
+        ),
+        (
+            doc(pool("x", {"pfNames": ["ok", "ens1f0#1-2-3"]})),
+            "resourceList[0].selectors.pfNames[1]",
+            "invalid VF index range '1-2-3'",
+        ),
+        (
+            doc(pool("x", {"pfNames": ["ens1f0#a"]})),
+            "resourceList[0].selectors.pfNames[0]",
+            "invalid VF index range 'a'",
+        ),
+        (
+            doc(pool("x", {"pfNames": ["ens1f0#1#2"]})),
+            "resourceList[0].selectors.pfNames[0]",
+            "more than one '#'",
+        ),
+        (
+            doc(pool("x", {"pfNames": ["ens1f0#5-2"]})),
+            "resourceList[0].selectors.pfNames[0]",
+            "reversed",
+        ),
+        (
+            doc(pool("x", {"pfNames": ["#1"]})),
+            "resourceList[0].selectors.pfNames[0]",
+            "missing PF name",
+        ),
+        (
+            doc(pool("x", {"rootDevices": ["0000:86:00.0#0,x"]})),
+            "resourceList[0].selectors.rootDevices[0]",
+            "invalid VF index range 'x'",
+        ),
+        (
+            doc(pool("x", {"pfNames": "ens1f0"})),
+            "resourceList[0].selectors.pfNames",
+            "must be a list",
+        ),
+        (
+            doc(pool("x", {"vendors": [8086]})),
+            "resourceList[0].selectors.vendors[0]",
+            "must be a string",
+        ),
+        (
+            doc(pool("x", {"isRdma": "true"})),
+            "resourceList[0].selectors.isRdma",
+            "must be a boolean",
+        ),
+        (
+            doc(pool("x", {}, excludeTopology=1)),
+            "resourceList[0].excludeTopology",
+            "must be a boolean",
+        ),
+        (
+            doc(pool("x", {}, additionalInfo={"*": {"n": 1}})),
+            'resourceList[0].additionalInfo["*"]["n"]',
+            "must be a string",
+        ),
+        (
+            doc(pool("x", {}, additionalInfo={"*": "v"})),
+            'resourceList[0].additionalInfo["*"]',
+            "must be an object",
+        ),
+        (
+            doc(pool("x", {}, allocationPolicy="pack")),
+            "resourceList[0].allocationPolicy",
+            "must be one of 'spread', 'packed'",
+        ),
+        (
+            doc(pool("x", {}, checkHealthOnPf="yes")),
+            "resourceList[0].checkHealthOnPf",
+            "must be a boolean",
+        ),
+    ],
+)
+def test_validation_errors_name_the_field(
+    tmp_path: Path, document: Any, field: str, message: str
+) -> None:
     err = error(tmp_path, document)
     assert err.field == field
     assert message in err.message
@@ -213,9 +351,22 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["validate", "sriov-net", "--config-file", str(tmp_path / "missing.json")]) == 2
     kubelet = tmp_path / "kubelet"
     kubelet.mkdir()
-    code = main(["run", "sriov-net", "--config-file", str(bad), "--kubelet-dir", str(kubelet),
-                 "--host-root", str(tmp_path), "--metrics-address", "",
-                 "--pod-resources-socket", ""])
+    code = main(
+        [
+            "run",
+            "sriov-net",
+            "--config-file",
+            str(bad),
+            "--kubelet-dir",
+            str(kubelet),
+            "--host-root",
+            str(tmp_path),
+            "--metrics-address",
+            "",
+            "--pod-resources-socket",
+            "",
+        ]
+    )
     assert code == 2
 
 

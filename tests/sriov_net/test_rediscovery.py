@@ -23,9 +23,11 @@ FAST = {"numvfs_check_interval": 0.05}
 
 
 async def test_empty_pool_is_served_and_grows_when_vfs_are_created(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
-    fake_host.add_sriov_pf(PF, vendor="8086", device="1572", driver="i40e", totalvfs=8,
-                           numa_node=0, netdev="enp3s0f0")
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    fake_host.add_sriov_pf(
+        PF, vendor="8086", device="1572", driver="i40e", totalvfs=8, numa_node=0, netdev="enp3s0f0"
+    )
     document = doc(pool("vfs", {"pfNames": ["enp3s0f0"]}))
     async with serve(fake_host, fake_kubelet, document, **FAST):
         conn = await fake_kubelet.wait_for_registration("intel.com/vfs")
@@ -39,21 +41,21 @@ async def test_empty_pool_is_served_and_grows_when_vfs_are_created(
         assert fake_kubelet.registration_count("intel.com/vfs") == 1  # never re-registered
 
 
-async def test_changed_vf_count_is_picked_up(fake_host: FakeHost,
-                                             fake_kubelet: FakeKubelet) -> None:
+async def test_changed_vf_count_is_picked_up(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     intel_node(fake_host)
     async with serve(fake_host, fake_kubelet, SECTION_7_4, **FAST):
         await fake_kubelet.wait_for_registration("intel.com/sriov_net")
-        fake_host.add_vf(PF, 4, "0000:03:02.4", device="154c", driver="iavf",
-                         netdev="enp3s0f0v4")
-        devices = await fake_kubelet.wait_for_devices("intel.com/sriov_net",
-                                                      lambda d: len(d) == 3)
+        fake_host.add_vf(PF, 4, "0000:03:02.4", device="154c", driver="iavf", netdev="enp3s0f0v4")
+        devices = await fake_kubelet.wait_for_devices("intel.com/sriov_net", lambda d: len(d) == 3)
         assert ids(devices) == [*VF[:2], "0000:03:02.4"]
         assert fake_kubelet.registration_count("intel.com/sriov_net") == 1
 
 
-async def test_rebinding_moves_a_vf_between_pools(fake_host: FakeHost,
-                                                  fake_kubelet: FakeKubelet) -> None:
+async def test_rebinding_moves_a_vf_between_pools(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     intel_node(fake_host)
     document = doc(pool("net", {"drivers": ["iavf"]}), pool("dpdk", {"drivers": ["vfio-pci"]}))
     async with serve(fake_host, fake_kubelet, document, **FAST):
@@ -68,7 +70,8 @@ async def test_rebinding_moves_a_vf_between_pools(fake_host: FakeHost,
 
 
 async def test_a_change_before_the_first_poll_is_not_missed(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     intel_node(fake_host)
     async with serve(fake_host, fake_kubelet, SECTION_7_4, numvfs_check_interval=0.2) as runtime:
         await runtime.discover_once()
@@ -77,19 +80,28 @@ async def test_a_change_before_the_first_poll_is_not_missed(
 
 
 async def test_periodic_rescan_catches_what_the_fingerprint_does_not(
-        fake_host: FakeHost, fake_kubelet: FakeKubelet) -> None:
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     intel_node(fake_host)
     async with serve(fake_host, fake_kubelet, SECTION_7_4, rescan_interval=0.05):
         await fake_kubelet.wait_for_registration("intel.com/sriov_net")
         default_route(fake_host, "enp3s0f0v0")  # a DHCP default route on a VF
-        await fake_kubelet.wait_for_devices("intel.com/sriov_net",
-                                            lambda d: ids(d) == [VF[1]])
+        await fake_kubelet.wait_for_devices("intel.com/sriov_net", lambda d: ids(d) == [VF[1]])
 
 
 def rdma_node(host: FakeHost) -> list[str]:
-    vfs = add_pf_with_vfs(host, "0000:3b:00.0", "ibs1", 2, vendor="15b3", device="101b",
-                          vf_device="101c", driver="mlx5_core", vf_driver="mlx5_core",
-                          link_type="infiniband")
+    vfs = add_pf_with_vfs(
+        host,
+        "0000:3b:00.0",
+        "ibs1",
+        2,
+        vendor="15b3",
+        device="101b",
+        vf_device="101c",
+        driver="mlx5_core",
+        vf_driver="mlx5_core",
+        link_type="infiniband",
+    )
     host.add_rdma("0000:3b:00.0", "mlx5_0", link_layer="InfiniBand")
     for index, vf in enumerate(vfs):
         host.add_rdma(vf, f"mlx5_{index + 1}", link_layer="InfiniBand")
@@ -106,8 +118,9 @@ def into_pod(host: FakeHost, vf: str, netdev: str) -> None:
 RDMA_POOLS = doc(pool("ib", {"linkTypes": ["infiniband"], "isRdma": True}), pool("rest", {}))
 
 
-async def test_allocated_vfs_keep_their_pool(fake_host: FakeHost,
-                                             fake_kubelet: FakeKubelet) -> None:
+async def test_allocated_vfs_keep_their_pool(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     vfs = rdma_node(fake_host)
     async with serve(fake_host, fake_kubelet, RDMA_POOLS) as runtime:
         conn = await fake_kubelet.wait_for_registration("intel.com/ib")
@@ -121,7 +134,8 @@ async def test_allocated_vfs_keep_their_pool(fake_host: FakeHost,
 
 
 def test_after_a_restart_pod_held_vfs_inherit_link_type_and_rdma_from_the_pf(
-        fake_host: FakeHost) -> None:
+    fake_host: FakeHost,
+) -> None:
     vfs = rdma_node(fake_host)
     into_pod(fake_host, vfs[0], "ibs1v0")
     found = discover(fake_host, RDMA_POOLS)
@@ -137,3 +151,17 @@ def test_vfio_bound_vfs_do_not_inherit_rdma(fake_host: FakeHost) -> None:
     found = discover(fake_host, RDMA_POOLS)
     assert found.ids("intel.com/ib") == [vfs[0]]
     assert found.ids("intel.com/rest") == [vfs[1]]
+
+
+async def test_pod_held_vfs_keep_netdev_derived_attributes_seen_before(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = rdma_node(fake_host)
+    path = fake_host.pci[vfs[0]].path
+    fake_host.write(f"{path}/infiniband/mlx5_1/ports/1/pkeys/0", "0x8002\n")
+    document = doc(pool("tenant", {"pKeys": ["0x8002"]}), pool("rest", {}))
+    async with serve(fake_host, fake_kubelet, document) as runtime:
+        await fake_kubelet.wait_for_registration("intel.com/tenant")
+        into_pod(fake_host, vfs[0], "ibs1v0")  # its pkey is no longer readable
+        await runtime.discover_once()
+        assert ids(fake_kubelet.devices("intel.com/tenant")) == [vfs[0]]

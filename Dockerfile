@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every devplugin plugin; the DaemonSet picks the plugin with its args
+# (`devplugin run rdma-shared|sriov-net|rebel-npu ...`, see deploy/).
+#
+#   docker build -t registry.example.com/devplugin:0.1.0 .
+#
+# Debian slim, because the RDMA plugin's optional verbs backend is rdma-core's pyverbs, which
+# only works from the distribution's package (python3-pyverbs, built against the same
+# libibverbs) and the distribution's Python 3.11. The build stage makes a virtualenv with
+# --system-site-packages (so pyverbs stays importable) and installs the project and its
+# dependencies as wheels; the final stage copies that venv and has no compiler, pip cache or
+# apt lists.
+#
+# Runs as UID 0 on purpose (and hadolint's DL3002 is silenced for that reason): the kubelet's
+# /var/lib/kubelet/device-plugins directory and its kubelet.sock are root-only, and a device
+# plugin must create its socket there. The DaemonSets drop every capability, forbid privilege
+# escalation and mount the root filesystem read-only, so UID 0 reaches nothing else.
+
+ARG DEBIAN_TAG=bookworm-slim
+
+FROM debian:${DEBIAN_TAG} AS build
+# Package versions come from the pinned Debian release; rebuild the image for security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY devplugin_core/ devplugin_core/
+COPY plugins/ plugins/
+# The project's own dependency ranges (pyproject.toml) apply; no build tools are needed since
+# every dependency ships wheels for CPython 3.11 on amd64 and arm64.
+RUN python3 -m venv --system-site-packages /opt/devplugin \
+    && /opt/devplugin/bin/pip install --no-cache-dir --no-compile /src \
+    && /opt/devplugin/bin/devplugin list
+
+FROM debian:${DEBIAN_TAG}
+LABEL org.opencontainers.image.title="devplugin" \
+      org.opencontainers.image.description="Kubernetes device plugins: rdma-shared, sriov-net, rebel-npu" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# python3: the interpreter the venv points at. python3-pyverbs + ibverbs-providers (rdma-core):
+# the RDMA verbs backend of rdma-shared (used only with --host-root /).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-pyverbs ibverbs-providers \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/devplugin /opt/devplugin
+ENV PATH=/opt/devplugin/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# hadolint ignore=DL3002
+USER 0
+ENTRYPOINT ["devplugin"]
+CMD ["list"]
