@@ -45,6 +45,31 @@ class DemoPlugin:
     process: subprocess.Popen[bytes] | None = None
 
 
+_FRAMEWORK_SHOWN = (
+    "devplugin_registered{",
+    "devplugin_devices{",
+    "devplugin_device_allocation_info{",
+)
+_FRAMEWORK_ALL = (
+    "devplugin_allocate",
+    "devplugin_allocated",
+    "devplugin_build",
+    "devplugin_config",
+    "devplugin_device",
+    "devplugin_discovery",
+    "devplugin_health",
+    "devplugin_kubelet",
+    "devplugin_last",
+    "devplugin_listandwatch",
+    "devplugin_podresources",
+    "devplugin_preferred",
+    "devplugin_prestart",
+    "devplugin_registered",
+    "devplugin_registrations",
+    "devplugin_server",
+)
+
+
 def _free_port(preferred: int | None) -> int:
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket() as s:
@@ -213,39 +238,14 @@ async def _demo(once: bool, names: list[str], port_base: int | None) -> int:
                 if "devplugin_device_allocation_info{" in text:
                     break
                 await asyncio.sleep(0.25)
-            wanted = (
-                "devplugin_devices{",
-                "devplugin_registered{",
-                "devplugin_device_allocation_info{",
-            )
-            lines = [ln for ln in text.splitlines() if ln.startswith(wanted)]
-            own = [
-                ln
-                for ln in text.splitlines()
-                if ln.startswith("devplugin_")
-                and not ln.startswith(
-                    (
-                        "devplugin_build",
-                        "devplugin_registr",
-                        "devplugin_device",
-                        "devplugin_last",
-                        "devplugin_list",
-                        "devplugin_config",
-                        "devplugin_health",
-                        "devplugin_discovery",
-                        "devplugin_allocat",
-                        "devplugin_preferred",
-                        "devplugin_prestart",
-                        "devplugin_server",
-                        "devplugin_kubelet",
-                        "devplugin_podres",
-                        "devplugin_devices",
-                    )
-                )
-            ]
-            print(f"  {GREEN}{url}{RESET}")
-            for line in (lines + own[:4])[:10]:
+            samples = [ln for ln in text.splitlines() if ln.startswith("devplugin_")]
+            framework = [ln for ln in samples if ln.startswith(_FRAMEWORK_SHOWN)]
+            own = [ln for ln in samples if not ln.startswith(_FRAMEWORK_ALL)]
+            print(f"  {plugin.spec.name}: {GREEN}{url}{RESET}")
+            for line in framework[:8] + own[:5]:
                 print(f"    {_short(line)}")
+            hidden = len(samples) - len(framework[:8]) - len(own[:5])
+            print(f"    {DIM}... {hidden} more samples{RESET}")
         if once:
             return 0
         print(f"\nPlugins keep running; logs in {base}/*.log. Press Ctrl-C to stop.")
