@@ -40,7 +40,7 @@ LABEL org.opencontainers.image.title="devplugin" \
       org.opencontainers.image.description="Kubernetes device plugins: rdma-shared, sriov-net, rebel-npu" \
       org.opencontainers.image.licenses="Apache-2.0"
 # python3: the interpreter the venv points at. python3-pyverbs + ibverbs-providers (rdma-core):
-# the RDMA verbs backend of rdma-shared (used only with --host-root /).
+# the RDMA verbs backend of rdma-shared (used only with --host-root /). Versions as above.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-pyverbs ibverbs-providers \
@@ -49,6 +49,7 @@ COPY --from=build /opt/devplugin /opt/devplugin
 ENV PATH=/opt/devplugin/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# UID 0 on purpose: the kubelet's device-plugins directory is root-only (see the header).
 # hadolint ignore=DL3002
 USER 0
 ENTRYPOINT ["devplugin"]

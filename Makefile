@@ -18,8 +18,11 @@ setup: $(STAMP)
 
 # System packages some tests use (a real Prometheus + promtool, iproute2 for netns/veth tests).
 # Installed when missing and we are root with apt; otherwise those tests skip with the reason.
+# kubectl (for `kubectl kustomize deploy/...`) comes with the machine; without it the deploy
+# rendering tests skip and say so.
 sysdeps:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
+	@command -v kubectl >/dev/null 2>&1 || echo "WARNING: kubectl missing; tests/deploy rendering tests will be skipped"
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing system test dependencies (prometheus, iproute2)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus iproute2 >/dev/null) \

@@ -46,20 +46,24 @@ def build(config: RebelNpuConfig, ctx: PluginContext) -> ResourceSet:
     for pool in inventory.pools:
         discoverer = NpuDiscoverer(inventory, pool)
         health = NpuHealth(ctx.host, config.health, inventory.monitor)
-        resources.append(Resource(
-            pool.full_name,
-            discoverer,
-            NpuAllocator(pool, inventory.tools, inventory.rsd),
-            health,
-            mount_allowlist=inventory.tools.allowlist,
-            allocate_timeout=config.rsd_timeout + 2.0,
-        ))
-        served.append(Served(pool.full_name, discoverer, health))
+        resources.append(
+            Resource(
+                pool.full_name(),
+                discoverer,
+                NpuAllocator(pool, inventory.tools, inventory.rsd),
+                health,
+                mount_allowlist=inventory.tools.allowlist,
+                allocate_timeout=config.rsd_timeout + 2.0,
+            )
+        )
+        served.append(Served(pool.full_name(), discoverer, health))
     return ResourceSet(
         tuple(resources),
         collectors=(NpuCollector(served, inventory.monitor, inventory.rsd),),
-        description={"rsdGroups": config.rsd_groups,
-                     "rblnSmi": config.smi_executable(ctx.host.root) or "none"},
+        description={
+            "rsdGroups": config.rsd_groups,
+            "rblnSmi": config.smi_executable(ctx.host.root) or "none",
+        },
     )
 
 
@@ -68,8 +72,11 @@ def preflight(config: RebelNpuConfig, ctx: PluginContext) -> None:
     if config.rsd_groups != "create":
         return
     executable = config.smi_executable(ctx.host.root)
-    problem = (RblnSmi(executable, config.rbln_smi_timeout).probe() if executable
-               else "no rbln-smi configured (rblnSmiPath and rblnSmiHostPath are empty)")
+    problem = (
+        RblnSmi(executable, config.rbln_smi_timeout).probe()
+        if executable
+        else "no rbln-smi configured (rblnSmiPath and rblnSmiHostPath are empty)"
+    )
     if problem is None:
         lock_dir = os.path.dirname(config.rsd_lock_file) or "/"
         if not os.path.isdir(lock_dir):
@@ -77,7 +84,8 @@ def preflight(config: RebelNpuConfig, ctx: PluginContext) -> None:
     if problem is not None:
         raise DevicePluginError(
             f"rsdGroups is 'create' but {problem}; refusing to start (use rsdGroups: auto or "
-            "off to run without per-allocation RSD groups)")
+            "off to run without per-allocation RSD groups)"
+        )
 
 
 def _demo(host: Any) -> dict[str, Any]:

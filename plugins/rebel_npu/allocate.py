@@ -48,18 +48,25 @@ class NpuAllocator(Allocator):
         # would put 0000:0a:00.0 before 0000:09:00.0)
         devices: Sequence[Device] = sorted(request.devices, key=lambda d: d.id)
         ids = [d.id for d in devices]
-        env = pcidevice_env(self.pool.prefix, self.pool.resource_name, ids,
-                            {d.id: self._info(d) for d in devices},
-                            extra_kinds=("PCI_RESOURCE",))
+        env = pcidevice_env(
+            self.pool.prefix(),
+            self.pool.resource_name,
+            ids,
+            {d.id: self._info(d) for d in devices},
+            extra_kinds=("PCI_RESOURCE",),
+        )
         env["RBLN_DEVICES"] = ",".join(
-            d.attributes.get("npu", "").removeprefix("rbln") for d in devices)
+            d.attributes.get("npu", "").removeprefix("rbln") for d in devices
+        )
         edits = ContainerEdits().merge(*(d.edits for d in devices))
         group = self.rsd.node_for(ids)
-        return edits.merge(ContainerEdits(
-            device_nodes=(group,) if group is not None else (),
-            mounts=self.tools.mounts,
-            env=env,
-        ))
+        return edits.merge(
+            ContainerEdits(
+                device_nodes=(group,) if group is not None else (),
+                mounts=self.tools.mounts,
+                env=env,
+            )
+        )
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:
         return preferred(request)

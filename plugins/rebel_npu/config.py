@@ -6,12 +6,11 @@ family). Upstream files (``deployments/rbln/configmap.yaml``'s ``config.json``) 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from devplugin_core import ConfigError, one_or_many, option, validate_resource_name
+from devplugin_core import ConfigError, one_or_many, option
+from devplugin_core.pcidp import AcceleratorSelectors, ResourceEntry, full_names, resource_list
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -22,8 +21,6 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "rebellions.ai"
-_PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-_MAX_ITEMS = 1024
 
 
 def _bounded(value: float, low: float, high: float, name: str) -> None:
@@ -36,75 +33,47 @@ def _absolute_or_empty(value: str, name: str) -> None:
         raise ConfigError(name, "must be an absolute path without '..' (or empty)", value)
 
 
-@dataclass(frozen=True)
-class Selectors:
-    """Upstream accelerator selectors: a device must match every non-empty list (AND), and one
-    value of each list (OR)."""
-
-    vendors: tuple[str, ...] = option("vendors", default=(), doc="PCI vendor IDs, e.g. 1eff")
-    devices: tuple[str, ...] = option("devices", default=(), doc="PCI device IDs, e.g. 1220")
-    drivers: tuple[str, ...] = option("drivers", default=(), doc="bound kernel drivers")
-    pci_addresses: tuple[str, ...] = option("pciAddresses", default=(),
-                                            doc="full PCI addresses, e.g. 0000:3b:00.0")
-
-    def __post_init__(self) -> None:
-        for name in ("vendors", "devices", "drivers", "pci_addresses"):
-            if len(getattr(self, name)) > _MAX_ITEMS:
-                raise ConfigError(name, f"at most {_MAX_ITEMS} entries")
-        for i, address in enumerate(self.pci_addresses):
-            if not _PCI.match(address):
-                raise ConfigError(f"pciAddresses[{i}]",
-                                  "must be a full PCI address like 0000:3b:00.0", address)
+#: Upstream accelerator selectors (vendors, devices, drivers, pciAddresses): a device must match
+#: every non-empty list (AND) and one value of each list (OR).
+Selectors = AcceleratorSelectors
 
 
-@dataclass(frozen=True)
-class PoolConfig:
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig(ResourceEntry):
     """One ``resourceList`` entry: an extended resource and the selectors filling it."""
 
-    resource_name: str = option("resourceName", doc="name part of the resource, e.g. ATOM")
-    resource_prefix: str = option("resourcePrefix", default=DEFAULT_PREFIX)
-    device_type: str = option("deviceType", default="accelerator",
-                              doc="only 'accelerator' (the default here)")
+    DEFAULT_PREFIX: ClassVar[str] = DEFAULT_PREFIX
+
+    device_type: str = option(
+        "deviceType", default="accelerator", doc="only 'accelerator' (the default here)"
+    )
     selectors: tuple[Selectors, ...] = option(
-        "selectors", default=(Selectors(),), decoder=one_or_many(Selectors),
+        "selectors",
+        default=(Selectors(),),
+        decoder=one_or_many(Selectors),
         doc="one selector object or a list (a device matching any of them joins)",
     )
-    exclude_topology: bool = option("excludeTopology", default=False,
-                                    doc="advertise no NUMA node")
-    additional_info: Mapping[str, Mapping[str, str]] = option(
-        "additionalInfo", default_factory=dict,
-        doc='extra _INFO keys: {"*": {...}, "<pci address>": {...}}',
-    )
-
-    def __post_init__(self) -> None:
-        if self.device_type != "accelerator":
-            raise ConfigError("deviceType", "rebel-npu serves 'accelerator' pools only",
-                              self.device_type)
-        validate_resource_name(self.full_name, "resourceName")
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.resource_prefix or DEFAULT_PREFIX}/{self.resource_name}"
-
-    @property
-    def prefix(self) -> str:
-        return self.resource_prefix or DEFAULT_PREFIX
 
 
 @dataclass(frozen=True)
 class HealthConfig:
     """How devices are checked (see the README for the signals)."""
 
-    interval: float = option("interval", default=0.5,
-                             doc="seconds between the cheap sysfs and /dev checks")
-    recover_after: int = option("recoverAfter", default=2,
-                                doc="good checks in a row before Healthy again")
-    use_rbln_smi: bool = option("useRblnSmi", default=True,
-                                doc="also use the status rbln-smi -j reports")
-    healthy_statuses: tuple[str, ...] = option("healthyStatuses", default=("normal",),
-                                               doc="rbln-smi status values that are healthy")
-    max_temperature: float = option("maxTemperatureCelsius", default=0.0,
-                                    doc="Unhealthy at or above this temperature (0 = off)")
+    interval: float = option(
+        "interval", default=0.5, doc="seconds between the cheap sysfs and /dev checks"
+    )
+    recover_after: int = option(
+        "recoverAfter", default=2, doc="good checks in a row before Healthy again"
+    )
+    use_rbln_smi: bool = option(
+        "useRblnSmi", default=True, doc="also use the status rbln-smi -j reports"
+    )
+    healthy_statuses: tuple[str, ...] = option(
+        "healthyStatuses", default=("normal",), doc="rbln-smi status values that are healthy"
+    )
+    max_temperature: float = option(
+        "maxTemperatureCelsius", default=0.0, doc="Unhealthy at or above this temperature (0 = off)"
+    )
 
     def __post_init__(self) -> None:
         _bounded(self.interval, 0.05, 60, "interval")
@@ -119,33 +88,54 @@ class RebelNpuConfig:
     """The whole config document."""
 
     resource_list: tuple[PoolConfig, ...] = option(
-        "resourceList", default=(),
+        "resourceList",
+        default=(),
+        decoder=resource_list(
+            {"accelerator": PoolConfig}, default_type="accelerator", allow_empty=True
+        ),
         doc="upstream pools; empty = ATOM and REBEL families under rebellions.ai",
     )
-    rbln_stat_host_path: str = option("rblnStatHostPath", default="/usr/bin/rbln-stat",
-                                      doc="host file mounted read-only at /usr/bin/rbln-stat")
-    rbln_smi_host_path: str = option("rblnSmiHostPath", default="/usr/bin/rbln-smi",
-                                     doc="host file mounted read-only at /usr/bin/rbln-smi")
-    rbln_smi_path: str = option("rblnSmiPath", default="",
-                                doc="executable the plugin runs ('' = host root + "
-                                    "rblnSmiHostPath)")
+    rbln_stat_host_path: str = option(
+        "rblnStatHostPath",
+        default="/usr/bin/rbln-stat",
+        doc="host file mounted read-only at /usr/bin/rbln-stat",
+    )
+    rbln_smi_host_path: str = option(
+        "rblnSmiHostPath",
+        default="/usr/bin/rbln-smi",
+        doc="host file mounted read-only at /usr/bin/rbln-smi",
+    )
+    rbln_smi_path: str = option(
+        "rblnSmiPath",
+        default="",
+        doc="executable the plugin runs ('' = host root + rblnSmiHostPath)",
+    )
     rsd_groups: Literal["auto", "create", "off"] = option(
-        "rsdGroups", default="auto", doc="RSD group per allocation: auto, create or off")
-    rsd_lock_file: str = option("rsdLockFile", default="/var/run/rbln-device-plugin.lock",
-                                doc="flock file serialising RSD group changes")
-    rsd_timeout: float = option("rsdTimeout", default=8.0,
-                                doc="seconds an allocation may spend on its RSD group")
-    rbln_smi_timeout: float = option("rblnSmiTimeout", default=5.0,
-                                     doc="seconds one rbln-smi call may take")
-    rbln_smi_interval: float = option("rblnSmiInterval", default=10.0,
-                                      doc="minimum seconds between rbln-smi -j polls (0 = never)")
+        "rsdGroups", default="auto", doc="RSD group per allocation: auto, create or off"
+    )
+    rsd_lock_file: str = option(
+        "rsdLockFile",
+        default="/var/run/rbln-device-plugin.lock",
+        doc="flock file serialising RSD group changes",
+    )
+    rsd_timeout: float = option(
+        "rsdTimeout", default=8.0, doc="seconds an allocation may spend on its RSD group"
+    )
+    rbln_smi_timeout: float = option(
+        "rblnSmiTimeout", default=5.0, doc="seconds one rbln-smi call may take"
+    )
+    rbln_smi_interval: float = option(
+        "rblnSmiInterval", default=10.0, doc="minimum seconds between rbln-smi -j polls (0 = never)"
+    )
     health: HealthConfig = option("health", default_factory=HealthConfig)
 
     def __post_init__(self) -> None:
-        for key, value in (("rblnStatHostPath", self.rbln_stat_host_path),
-                           ("rblnSmiHostPath", self.rbln_smi_host_path),
-                           ("rblnSmiPath", self.rbln_smi_path),
-                           ("rsdLockFile", self.rsd_lock_file)):
+        for key, value in (
+            ("rblnStatHostPath", self.rbln_stat_host_path),
+            ("rblnSmiHostPath", self.rbln_smi_host_path),
+            ("rblnSmiPath", self.rbln_smi_path),
+            ("rsdLockFile", self.rsd_lock_file),
+        ):
             _absolute_or_empty(value, key)
         if not self.rsd_lock_file:
             raise ConfigError("rsdLockFile", "must be set")
@@ -153,11 +143,7 @@ class RebelNpuConfig:
         _bounded(self.rbln_smi_timeout, 0.1, 60, "rblnSmiTimeout")
         if self.rbln_smi_interval != 0:
             _bounded(self.rbln_smi_interval, 0.1, 3600, "rblnSmiInterval")
-        names = [p.full_name for p in self.resource_list]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ConfigError(f"resourceList[{i}].resourceName",
-                                  "duplicate resource name", name)
+        full_names(self.resource_list, DEFAULT_PREFIX)
 
     def smi_executable(self, host_root: str) -> str:
         """The rbln-smi the plugin runs: ``rblnSmiPath``, else the host's copy seen through the

@@ -76,8 +76,10 @@ def parse_pools(text: str) -> str:
 def default_pools() -> tuple[PoolConfig, ...]:
     """Zero-config pools: one per product family (``rebellions.ai/ATOM``, ``/REBEL``)."""
     selectors = (Selectors(vendors=(REBELLIONS_VENDOR,), drivers=(DRIVER,)),)
-    return tuple(PoolConfig(resource_name=f, resource_prefix=DEFAULT_PREFIX,
-                            selectors=selectors) for f in FAMILIES)
+    return tuple(
+        PoolConfig(resource_name=f, resource_prefix=DEFAULT_PREFIX, selectors=selectors)
+        for f in FAMILIES
+    )
 
 
 def _family_filter(family: str) -> Filter:
@@ -105,7 +107,7 @@ def _pool(config: PoolConfig, zero_config: bool) -> Pool:
         if zero_config:
             filters.append(_family_filter(config.resource_name))
         selectors.append(Selector.of(*filters))
-    return Pool(config.full_name, tuple(selectors))
+    return Pool(config.full_name(), tuple(selectors))
 
 
 class _Once:
@@ -157,8 +159,12 @@ class ToolMounts:
                 mounts.append(Mount(tool.host_path, tool.container_path, read_only=True))
             if self._state.get(tool.name) != state:
                 if state:
-                    log.warning("%s will not be mounted into containers: %s (%s)",
-                                tool.name, tool.host_path, state)
+                    log.warning(
+                        "%s will not be mounted into containers: %s (%s)",
+                        tool.name,
+                        tool.host_path,
+                        state,
+                    )
                 elif tool.name in self._state:
                     log.info("%s found at %s; mounting it again", tool.name, tool.host_path)
                 self._state[tool.name] = state
@@ -187,21 +193,26 @@ class Inventory:
         self.smi = RblnSmi(executable, config.rbln_smi_timeout) if executable else None
         polled = self.smi if config.rbln_smi_interval > 0 else None
         self.monitor = SmiMonitor(polled, config.rbln_smi_interval or 1.0)
-        self.rsd = RsdGroups(config.rsd_groups, self.smi, host, config.rsd_lock_file,
-                             config.rsd_timeout)
+        self.rsd = RsdGroups(
+            config.rsd_groups, self.smi, host, config.rsd_lock_file, config.rsd_timeout
+        )
         self.zero_config = not config.resource_list
         self.pools = config.resource_list or default_pools()
         self.core_pools = [_pool(p, self.zero_config) for p in self.pools]
-        self.tools = ToolMounts([
-            Tool("rbln-stat", config.rbln_stat_host_path, "/usr/bin/rbln-stat"),
-            Tool("rbln-smi", config.rbln_smi_host_path, "/usr/bin/rbln-smi"),
-        ])
+        self.tools = ToolMounts(
+            [
+                Tool("rbln-stat", config.rbln_stat_host_path, "/usr/bin/rbln-stat"),
+                Tool("rbln-smi", config.rbln_smi_host_path, "/usr/bin/rbln-smi"),
+            ]
+        )
         self._log = _Once()
         for i, pool in enumerate(config.resource_list):
             for j, s in enumerate(pool.selectors):
                 base = f"resourceList[{i}].selectors[{j}]"
-                for warning in (*hex_id_warnings(s.vendors, f"{base}.vendors"),
-                                *hex_id_warnings(s.devices, f"{base}.devices")):
+                for warning in (
+                    *hex_id_warnings(s.vendors, f"{base}.vendors"),
+                    *hex_id_warnings(s.devices, f"{base}.devices"),
+                ):
                     log.warning("config: %s", warning)
 
     def discover_all(self, scan: DiscoveryPass) -> PassResult:
@@ -210,12 +221,14 @@ class Inventory:
         self.tools.refresh(host)
         self.rsd.resolve()
         pci = scan_pci(host, classes=[0x12], rdma=False)
-        result = PassResult(pci, {p.full_name: [] for p in self.pools})
+        result = PassResult(pci, {p.full_name(): [] for p in self.pools})
         candidates = []
         for dev in pci.devices.values():
             if dev.vendor == REBELLIONS_VENDOR and dev.sriov_enabled:
-                scan.reject(dev.address, f"SR-IOV enabled ({dev.sriov_numvfs} VFs): "
-                                         "its VFs are advertised instead")
+                scan.reject(
+                    dev.address,
+                    f"SR-IOV enabled ({dev.sriov_numvfs} VFs): its VFs are advertised instead",
+                )
                 continue
             candidates.append(Candidate.from_pci(dev, pci))
         assignment = assign(candidates, self.core_pools)
@@ -223,18 +236,23 @@ class Inventory:
             scan.reject(address, "; ".join(reasons))
         classes: dict[str, int | None] = {}
         for pool in self.pools:
-            for candidate, _ in assignment.members[pool.full_name]:
+            for candidate, _ in assignment.members[pool.full_name()]:
                 device = self._device(scan, pci.devices[candidate.address], pool, classes)
                 if device is not None:
-                    result.devices[pool.full_name].append(device)
+                    result.devices[pool.full_name()].append(device)
         self._log.end_pass()
         return result
 
-    def _device(self, scan: DiscoveryPass, dev: PciDevice, pool: PoolConfig,
-                classes: dict[str, int | None]) -> Device | None:
+    def _device(
+        self, scan: DiscoveryPass, dev: PciDevice, pool: PoolConfig, classes: dict[str, int | None]
+    ) -> Device | None:
         if dev.driver != DRIVER:
-            scan.reject(dev.address, f"bound to {dev.driver or 'no driver'}; rebel-npu serves "
-                                     f"functions bound to {DRIVER}", pool.full_name)
+            scan.reject(
+                dev.address,
+                f"bound to {dev.driver or 'no driver'}; rebel-npu serves "
+                f"functions bound to {DRIVER}",
+                pool.full_name(),
+            )
             return None
         pools_file = f"{DRIVER_DIR}/{dev.address}/pools"
         try:
@@ -243,15 +261,18 @@ class Inventory:
                 raise ValueError("missing")
             name = parse_pools(raw[:_MAX_POOLS_BYTES].decode("utf-8", "replace"))
         except (ValueError, HostReadError) as err:
-            self._log.warning(f"skipping {dev.address}: cannot read its char device from "
-                              f"{pools_file}: {err}")
-            scan.reject(dev.address, f"unusable {pools_file}: {err}", pool.full_name)
+            self._log.warning(
+                f"skipping {dev.address}: cannot read its char device from {pools_file}: {err}"
+            )
+            scan.reject(dev.address, f"unusable {pools_file}: {err}", pool.full_name())
             return None
         product = product_of(dev.device)
         card = product.card if product else f"{dev.vendor}:{dev.device}"
         if product is not None and not product.known:
-            self._log.warning(f"{dev.address}: device ID {dev.device} is not a known product; "
-                              f"treating it as {card} ({product.family}) by its ID pattern")
+            self._log.warning(
+                f"{dev.address}: device ID {dev.device} is not a known product; "
+                f"treating it as {card} ({product.family}) by its ID pattern"
+            )
         bridges = pci_bridges(scan.host, dev, classes)
         numa = () if pool.exclude_topology or dev.numa_node is None else (dev.numa_node,)
         attributes = {
@@ -294,9 +315,10 @@ class NpuDiscoverer(Discoverer):
         self.devices: dict[str, Device] = {}
 
     def discover(self, scan: DiscoveryPass) -> list[Device]:
-        result = scan.cached(("rebel-npu", id(self.inventory)),
-                             lambda: self.inventory.discover_all(scan))
-        devices = list(result.devices.get(self.pool.full_name, ()))
+        result = scan.cached(
+            ("rebel-npu", id(self.inventory)), lambda: self.inventory.discover_all(scan)
+        )
+        devices = list(result.devices.get(self.pool.full_name(), ()))
         found = {d.id for d in devices}
         for old in self.devices.values():
             pci = result.scan.get(old.id)

@@ -69,8 +69,10 @@ def _output(state: dict[str, Any], grouped: bool) -> str:
         if not grouped:
             entry.pop("group_id", None)
         devices.append(entry)
-    return json.dumps({"KMD_version": state.get("kmd_version", "1.3.73"), "devices": devices,
-                       "contexts": []}, indent=2)
+    return json.dumps(
+        {"KMD_version": state.get("kmd_version", "1.3.73"), "devices": devices, "contexts": []},
+        indent=2,
+    )
 
 
 def _node(state: dict[str, Any], group: int, create: bool) -> None:

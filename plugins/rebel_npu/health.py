@@ -55,12 +55,18 @@ class NpuHealth(HealthChecker):
                 if seen is not None:
                     if seen.status and seen.status.lower() not in self.healthy_statuses:
                         problem = f"rbln-smi reports status {seen.status!r}"
-                    elif (self.config.max_temperature and seen.temperature is not None
-                          and seen.temperature >= self.config.max_temperature):
-                        problem = (f"rbln-smi reports {seen.temperature:g} C (limit "
-                                   f"{self.config.max_temperature:g} C)")
-            out[device.health_key] = Observation.ok() if problem is None else Observation.bad(
-                problem)
+                    elif (
+                        self.config.max_temperature
+                        and seen.temperature is not None
+                        and seen.temperature >= self.config.max_temperature
+                    ):
+                        problem = (
+                            f"rbln-smi reports {seen.temperature:g} C (limit "
+                            f"{self.config.max_temperature:g} C)"
+                        )
+            out[device.health_key] = (
+                Observation.ok() if problem is None else Observation.bad(problem)
+            )
         with self._lock:
             self.last = out
         return out
@@ -84,7 +90,8 @@ class NpuHealth(HealthChecker):
         with self._lock:
             return self.last.get(device_id)
 
-    async def watch(self, devices: Callable[[], Sequence[Device]],
-                    wake: Callable[[], None]) -> None:
+    async def watch(
+        self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]
+    ) -> None:
         if self.monitor.enabled:
             await self.monitor.watch(wake)

@@ -28,8 +28,11 @@ class Served:
 
 
 _GAUGES: tuple[tuple[str, str, Callable[[SmiDevice], float | None]], ...] = (
-    ("devplugin_npu_temperature_celsius", "NPU temperature reported by rbln-smi.",
-     lambda d: d.temperature),
+    (
+        "devplugin_npu_temperature_celsius",
+        "NPU temperature reported by rbln-smi.",
+        lambda d: d.temperature,
+    ),
     ("devplugin_npu_power_watts", "Card power reported by rbln-smi.", lambda d: d.power),
     ("devplugin_npu_memory_used_bytes", "NPU memory in use.", lambda d: d.memory_used),
     ("devplugin_npu_memory_total_bytes", "NPU memory size.", lambda d: d.memory_total),
@@ -46,24 +49,40 @@ class NpuCollector:
         self.rsd = rsd
 
     def collect(self) -> Iterator[Metric]:
-        healthy = GaugeMetricFamily("devplugin_npu_healthy",
-                                    "1 if the last NPU health check found no problem.",
-                                    labels=_LABELS)
-        info = GaugeMetricFamily("devplugin_npu_info", "NPU identity; always 1.",
-                                 labels=[*_LABELS, "uuid", "firmware_version",
-                                         "driver_version"])
-        gauges = [(GaugeMetricFamily(name, text, labels=_LABELS), get)
-                  for name, text, get in _GAUGES]
+        healthy = GaugeMetricFamily(
+            "devplugin_npu_healthy",
+            "1 if the last NPU health check found no problem.",
+            labels=_LABELS,
+        )
+        info = GaugeMetricFamily(
+            "devplugin_npu_info",
+            "NPU identity; always 1.",
+            labels=[*_LABELS, "uuid", "firmware_version", "driver_version"],
+        )
+        gauges = [
+            (GaugeMetricFamily(name, text, labels=_LABELS), get) for name, text, get in _GAUGES
+        ]
         report = self.monitor.fresh()
         for served in self.served:
             for device in served.discoverer.devices.values():
-                labels = [served.name, device.id, device.attributes.get("npu", ""),
-                          device.attributes.get("card", "")]
+                labels = [
+                    served.name,
+                    device.id,
+                    device.attributes.get("npu", ""),
+                    device.attributes.get("card", ""),
+                ]
                 seen = served.health.observation(device.id)
                 healthy.add_metric(labels, 0 if seen is not None and not seen.healthy else 1)
                 smi = report.by_bus.get(device.id) if report is not None else None
-                info.add_metric([*labels, smi.uuid if smi else "", smi.firmware if smi else "",
-                                 device.attributes.get("driverVersion", "")], 1)
+                info.add_metric(
+                    [
+                        *labels,
+                        smi.uuid if smi else "",
+                        smi.firmware if smi else "",
+                        device.attributes.get("driverVersion", ""),
+                    ],
+                    1,
+                )
                 if smi is None:
                     continue
                 for family, get in gauges:
@@ -77,25 +96,30 @@ class NpuCollector:
         yield from self._tool_metrics()
 
     def _tool_metrics(self) -> Iterator[Metric]:
-        polls = CounterMetricFamily("devplugin_npu_rbln_smi_polls",
-                                    "rbln-smi -j polls, by result.", labels=["result"])
+        polls = CounterMetricFamily(
+            "devplugin_npu_rbln_smi_polls", "rbln-smi -j polls, by result.", labels=["result"]
+        )
         for result, count in self.monitor.polls.items():
             polls.add_metric([result], count)
         yield polls
-        last = GaugeMetricFamily("devplugin_npu_rbln_smi_last_success_timestamp_seconds",
-                                 "Unix time of the last successful rbln-smi -j poll.")
+        last = GaugeMetricFamily(
+            "devplugin_npu_rbln_smi_last_success_timestamp_seconds",
+            "Unix time of the last successful rbln-smi -j poll.",
+        )
         last.add_metric([], self.monitor.last_success_time)
         yield last
         mode = GaugeMetricFamily(
             "devplugin_npu_rsd_groups_enabled",
             "1 if every allocation gets its own RSD group; 0 when RSD groups are off "
             "(configured 'off', or 'auto' without a usable rbln-smi).",
-            labels=["configured", "effective"])
+            labels=["configured", "effective"],
+        )
         effective = self.rsd.peek()
         mode.add_metric([self.rsd.configured, effective], 1 if effective == "create" else 0)
         yield mode
-        groups = CounterMetricFamily("devplugin_npu_rsd_groups",
-                                     "RSD group assignments, by result.", labels=["result"])
+        groups = CounterMetricFamily(
+            "devplugin_npu_rsd_groups", "RSD group assignments, by result.", labels=["result"]
+        )
         for result, count in self.rsd.results.items():
             groups.add_metric([result], count)
         yield groups

@@ -19,13 +19,20 @@ FAMILIES = ("ATOM", "REBEL")
 
 #: IDs named by upstream (configmap, operator, metrics exporter), PF and VF.
 _KNOWN = {
-    "0010": "RBLN-ATOM", "0011": "RBLN-ATOM",
-    "1020": "RBLN-CA02", "1021": "RBLN-CA02",
-    "1120": "RBLN-CA12", "1121": "RBLN-CA12",
-    "1150": "RBLN-CA15", "1151": "RBLN-CA15",
-    "1220": "RBLN-CA22", "1221": "RBLN-CA22",
-    "1250": "RBLN-CA25", "1251": "RBLN-CA25",
-    "2030": "RBLN-CR03", "2031": "RBLN-CR03",
+    "0010": "RBLN-ATOM",
+    "0011": "RBLN-ATOM",
+    "1020": "RBLN-CA02",
+    "1021": "RBLN-CA02",
+    "1120": "RBLN-CA12",
+    "1121": "RBLN-CA12",
+    "1150": "RBLN-CA15",
+    "1151": "RBLN-CA15",
+    "1220": "RBLN-CA22",
+    "1221": "RBLN-CA22",
+    "1250": "RBLN-CA25",
+    "1251": "RBLN-CA25",
+    "2030": "RBLN-CR03",
+    "2031": "RBLN-CR03",
 }
 _PATTERN = re.compile(r"^(?P<gen>[12])(?P<num>[0-9]{2})[01]$")
 

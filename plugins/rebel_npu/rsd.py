@@ -41,8 +41,9 @@ CONTAINER_NODE = "/dev/rsd0"
 class RsdGroups:
     """The RSD policy of one plugin instance (shared by all its resources)."""
 
-    def __init__(self, configured: Mode, smi: RblnSmi | None, host: HostFS, lock_file: str,
-                 timeout: float) -> None:
+    def __init__(
+        self, configured: Mode, smi: RblnSmi | None, host: HostFS, lock_file: str, timeout: float
+    ) -> None:
         self.configured = configured
         self.smi = smi
         self.host = host
@@ -75,15 +76,19 @@ class RsdGroups:
                 problem = f"the directory of rsdLockFile {self.lock.path} does not exist"
             if problem is None:
                 self._effective = "create"
-                log.info("RSD groups: auto -> create (rbln-smi %s works)", self.smi.executable
-                         if self.smi else "")
+                log.info(
+                    "RSD groups: auto -> create (rbln-smi %s works)",
+                    self.smi.executable if self.smi else "",
+                )
             else:
                 self._effective = "off"
                 self.reason = problem
                 log.warning(
                     "RSD GROUPS DISABLED: rsdGroups is 'auto' and rbln-smi is not usable (%s). "
                     "Containers get no RSD group device; multi-NPU workloads that need one will "
-                    "fail. Fix rbln-smi (rblnSmiPath) or set rsdGroups explicitly.", problem)
+                    "fail. Fix rbln-smi (rblnSmiPath) or set rsdGroups explicitly.",
+                    problem,
+                )
             return self._effective
 
     def node_for(self, ids: Sequence[str]) -> DeviceNode | None:
@@ -102,7 +107,9 @@ class RsdGroups:
     def _fail(self, ids: Sequence[str], reason: str) -> AllocationError:
         return AllocationError(
             f"cannot give {', '.join(ids)} their own RSD group: {reason} "
-            f"(rsdGroups={self.configured}; not falling back to the shared /dev/rsd0)", ids)
+            f"(rsdGroups={self.configured}; not falling back to the shared /dev/rsd0)",
+            ids,
+        )
 
     def _query(self, deadline: float) -> SmiReport:
         assert self.smi is not None
@@ -149,23 +156,30 @@ class RsdGroups:
             log.info("reusing RSD group %d for %s", group, ",".join(ids))
             return group
         if touching:
-            self.smi.run(["group", "-d", ",".join(str(g) for g in touching)],
-                         deadline - time.monotonic())
+            self.smi.run(
+                ["group", "-d", ",".join(str(g) for g in touching)], deadline - time.monotonic()
+            )
             log.info("destroyed stale RSD group(s) %s holding %s", touching, ",".join(ids))
         used = set(groups) - set(touching)
         group = next(k for k in range(1, len(used) + 2) if k not in used)
-        self.smi.run(["group", "-c", str(group), "-a", ",".join(str(n) for n in npus)],
-                     deadline - time.monotonic())
+        self.smi.run(
+            ["group", "-c", str(group), "-a", ",".join(str(n) for n in npus)],
+            deadline - time.monotonic(),
+        )
         check = self._query(deadline)
         members = {d.bus_id for d in check.devices if d.group_id == str(group)}
         if members != wanted:
             self._cleanup(group, deadline)
-            raise self._fail(ids, f"after 'group -c {group}' rbln-smi shows group {group} "
-                                  f"holding {sorted(members) or 'nothing'}")
+            raise self._fail(
+                ids,
+                f"after 'group -c {group}' rbln-smi shows group {group} "
+                f"holding {sorted(members) or 'nothing'}",
+            )
         self._wait_for_node(ids, group, deadline)
         self.results["created"] += 1
-        log.info("created RSD group %d for %s (NPUs %s)", group, ",".join(ids),
-                 ",".join(map(str, npus)))
+        log.info(
+            "created RSD group %d for %s (NPUs %s)", group, ",".join(ids), ",".join(map(str, npus))
+        )
         return group
 
     def _cleanup(self, group: int, deadline: float) -> None:

@@ -39,8 +39,17 @@ log = logging.getLogger("devplugin.rebel_npu.smi")
 _BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([A-Za-z%°]*)\s*$")
 _POWER = {"": 1.0, "w": 1.0, "mw": 1e-3, "uw": 1e-6, "µw": 1e-6, "kw": 1e3}
-_BYTES = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024,
-          "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_BYTES = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 
 
 class SmiError(Exception):
@@ -237,8 +246,9 @@ class SmiMonitor:
     per-resource event-loop side that refreshes and wakes the health check.
     """
 
-    def __init__(self, smi: RblnSmi | None, interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, smi: RblnSmi | None, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.smi = smi
         self.interval = interval
         self.clock = clock
@@ -263,8 +273,11 @@ class SmiMonitor:
             return False
         try:
             now = self.clock()
-            if (not force and self._last_attempt is not None
-                    and now - self._last_attempt < self.interval):
+            if (
+                not force
+                and self._last_attempt is not None
+                and now - self._last_attempt < self.interval
+            ):
                 return False
             self._last_attempt = now
             try:
@@ -272,8 +285,10 @@ class SmiMonitor:
             except SmiError as err:
                 self.polls["error"] += 1
                 if str(err) != self.error:
-                    log.warning("rbln-smi -j failed (NPU metrics and rbln-smi health signals "
-                                "paused): %s", err)
+                    log.warning(
+                        "rbln-smi -j failed (NPU metrics and rbln-smi health signals paused): %s",
+                        err,
+                    )
                 self.error = str(err)
                 return False
             if self.error:

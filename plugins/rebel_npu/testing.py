@@ -51,8 +51,9 @@ def _bridge(host: FakeHost, address: str, parents: Sequence[str], numa: int | No
         host.add_bridge(address, parents=parents, numa_node=numa)
 
 
-def add_switch(host: FakeHost, root_bus: int, ports: int, *,
-               numa: int | None = None) -> list[list[str]]:
+def add_switch(
+    host: FakeHost, root_bus: int, ports: int, *, numa: int | None = None
+) -> list[list[str]]:
     """Root port ``0000:RR:01.0`` -> switch upstream port ``RR+1:00.0`` -> ``ports``
     downstream ports ``RR+2:0i.0``; returns the bridge chain of each downstream port."""
     root = f"0000:{root_bus:02x}:01.0"
@@ -67,9 +68,15 @@ def add_switch(host: FakeHost, root_bus: int, ports: int, *,
     return chains
 
 
-def add_ca22_switches(host: FakeHost, *, numa_nodes: int = 2, switches_per_numa: int = 1,
-                      cards_per_switch: int = 2, device: str = "1220",
-                      base_bus: int = 0x10) -> list[str]:
+def add_ca22_switches(
+    host: FakeHost,
+    *,
+    numa_nodes: int = 2,
+    switches_per_numa: int = 1,
+    cards_per_switch: int = 2,
+    device: str = "1220",
+    base_bus: int = 0x10,
+) -> list[str]:
     """CA22 cards, ``cards_per_switch`` behind each PCIe switch; returns their addresses
     (numbered in NUMA, switch, slot order; ``rblnN`` in the same order). Each switch takes
     16 buses from ``base_bus`` on."""
@@ -77,17 +84,24 @@ def add_ca22_switches(host: FakeHost, *, numa_nodes: int = 2, switches_per_numa:
     for numa in range(numa_nodes):
         for s in range(switches_per_numa):
             root_bus = base_bus + 0x10 * (numa * switches_per_numa + s)
-            for slot, chain in enumerate(add_switch(host, root_bus, cards_per_switch,
-                                                    numa=numa)):
+            for slot, chain in enumerate(add_switch(host, root_bus, cards_per_switch, numa=numa)):
                 address = f"0000:{root_bus + 3 + slot:02x}:00.0"
-                host.add_npu(address, device=device, numa_node=numa, parents=chain,
-                             index=_next_index(host))
+                host.add_npu(
+                    address, device=device, numa_node=numa, parents=chain, index=_next_index(host)
+                )
                 addresses.append(address)
     return addresses
 
 
-def add_ca25_card(host: FakeHost, root_bus: int, slot: int, *, numa: int | None = None,
-                  slots: int = 2, device: str = "1250") -> list[str]:
+def add_ca25_card(
+    host: FakeHost,
+    root_bus: int,
+    slot: int,
+    *,
+    numa: int | None = None,
+    slots: int = 2,
+    device: str = "1250",
+) -> list[str]:
     """One CA25 card in ``slot`` of a host switch under root bus ``root_bus``: four NPUs, each
     behind a downstream port of the card's own switch; returns their addresses."""
     host_chain = add_switch(host, root_bus, slots, numa=numa)[slot]
@@ -99,8 +113,13 @@ def add_ca25_card(host: FakeHost, root_bus: int, slot: int, *, numa: int | None 
         down = f"0000:{card_bus + 1:02x}:{die:02x}.0"
         _bridge(host, down, [*host_chain, card_up], numa)
         address = f"0000:{card_bus + 2 + die:02x}:00.0"
-        host.add_npu(address, device=device, numa_node=numa,
-                     parents=[*host_chain, card_up, down], index=_next_index(host))
+        host.add_npu(
+            address,
+            device=device,
+            numa_node=numa,
+            parents=[*host_chain, card_up, down],
+            index=_next_index(host),
+        )
         addresses.append(address)
     return addresses
 
@@ -112,13 +131,27 @@ def _npu_files(host: FakeHost, address: str, index: int) -> None:
     host.add_dev(f"/dev/rbln{index}")
 
 
-def add_sriov_npu(host: FakeHost, pf: str, vfs: Sequence[str], *, device: str = "1250",
-                  numa: int | None = None, parents: Sequence[str] = ()) -> list[str]:
+def add_sriov_npu(
+    host: FakeHost,
+    pf: str,
+    vfs: Sequence[str],
+    *,
+    device: str = "1250",
+    numa: int | None = None,
+    parents: Sequence[str] = (),
+) -> list[str]:
     """An NPU PF with ``len(vfs)`` VFs (device ID + 1), all bound to ``rebellions`` with their
     own ``pools`` files and ``/dev/rblnN``; returns ``[pf, *vfs]``."""
-    host.add_sriov_pf(pf, vendor="1eff", device=device, driver="rebellions",
-                      totalvfs=max(len(vfs), 1), numa_node=numa, parents=parents,
-                      class_code=0x120000)
+    host.add_sriov_pf(
+        pf,
+        vendor="1eff",
+        device=device,
+        driver="rebellions",
+        totalvfs=max(len(vfs), 1),
+        numa_node=numa,
+        parents=parents,
+        class_code=0x120000,
+    )
     _npu_files(host, pf, _next_index(host))
     vf_device = f"{int(device, 16) + 1:04x}"
     for i, vf in enumerate(vfs):
@@ -152,26 +185,32 @@ def smi_entries(host: FakeHost) -> list[dict[str, Any]]:
             continue
         index = int(name[4:])
         product = product_of(dev.device)
-        entries.append({
-            "npu": index,
-            "name": product.card if product else "RBLN",
-            "sid": f"00000000225{index:05d}",
-            "uuid": f"00000000-0000-4000-8000-{index:012d}",
-            "device": name,
-            "status": "normal",
-            "fw_ver": "1.3.73",
-            "pci": {"dev": f"0x{dev.device}", "bus_id": address,
+        entries.append(
+            {
+                "npu": index,
+                "name": product.card if product else "RBLN",
+                "sid": f"00000000225{index:05d}",
+                "uuid": f"00000000-0000-4000-8000-{index:012d}",
+                "device": name,
+                "status": "normal",
+                "fw_ver": "1.3.73",
+                "pci": {
+                    "dev": f"0x{dev.device}",
+                    "bus_id": address,
                     "numa_node": str(dev.numa_node if dev.numa_node is not None else -1),
-                    "link_speed": "32.0GT/s", "link_width": "16"},
-            "temperature": "35C",
-            "card_power": "25000000uW",
-            "pstate": "P14",
-            "memory": {"used": "0", "total": "17179869184"},
-            "util": "0.0",
-            "board_info": "0005000c",
-            "location": 5,
-            "group_id": "0",
-        })
+                    "link_speed": "32.0GT/s",
+                    "link_width": "16",
+                },
+                "temperature": "35C",
+                "card_power": "25000000uW",
+                "pstate": "P14",
+                "memory": {"used": "0", "total": "17179869184"},
+                "util": "0.0",
+                "board_info": "0005000c",
+                "location": 5,
+                "group_id": "0",
+            }
+        )
     return entries
 
 
@@ -216,16 +255,25 @@ def _write_json(path: str, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def install_fake_smi(host: FakeHost, *, path: str = "/usr/bin/rbln-smi",
-                     devices: Iterable[Mapping[str, Any]] | None = None,
-                     **state: Any) -> FakeSmi:
+def install_fake_smi(
+    host: FakeHost,
+    *,
+    path: str = "/usr/bin/rbln-smi",
+    devices: Iterable[Mapping[str, Any]] | None = None,
+    **state: Any,
+) -> FakeSmi:
     """Write the fake rbln-smi launcher at host ``path`` (also the file mounted into
     containers) with its state file next to it; devices default to the host's NPUs."""
     launcher = host.path(path)
     state_file = str(launcher.parent / f".{launcher.name}-state.json")
-    data = {"kmd_version": "1.3.73",
-            "devices": list(devices) if devices is not None else smi_entries(host),
-            "dev_dir": str(host.path("/dev")), "fail": [], "hang": [], "calls": []}
+    data = {
+        "kmd_version": "1.3.73",
+        "devices": list(devices) if devices is not None else smi_entries(host),
+        "dev_dir": str(host.path("/dev")),
+        "fail": [],
+        "hang": [],
+        "calls": [],
+    }
     data.update(state)
     launcher.parent.mkdir(parents=True, exist_ok=True)
     _write_json(state_file, data)
@@ -233,7 +281,8 @@ def install_fake_smi(host: FakeHost, *, path: str = "/usr/bin/rbln-smi",
     launcher.write_text(
         "#!/bin/sh\n"
         f"exec {shlex.quote(sys.executable)} -S -E {shlex.quote(str(script))} "
-        f"--state {shlex.quote(state_file)} \"$@\"\n")
+        f'--state {shlex.quote(state_file)} "$@"\n'
+    )
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return FakeSmi(str(launcher), state_file)
 
@@ -241,11 +290,9 @@ def install_fake_smi(host: FakeHost, *, path: str = "/usr/bin/rbln-smi",
 def demo_host(host: FakeHost) -> dict[str, Any]:
     """4x CA22 behind two PCIe switches on two NUMA nodes, one REBEL CR03, rbln-stat, and the
     fake rbln-smi (so allocations get their own RSD group); returns the config document."""
-    add_ca22_switches(host, numa_nodes=2, switches_per_numa=1, cards_per_switch=2,
-                      base_bus=0xc0)
-    chain = add_switch(host, 0xe0, 1, numa=1)[0]
-    host.add_npu("0000:e3:00.0", device="2030", numa_node=1, parents=chain,
-                 index=_next_index(host))
+    add_ca22_switches(host, numa_nodes=2, switches_per_numa=1, cards_per_switch=2, base_bus=0xC0)
+    chain = add_switch(host, 0xE0, 1, numa=1)[0]
+    host.add_npu("0000:e3:00.0", device="2030", numa_node=1, parents=chain, index=_next_index(host))
     add_tools(host)
     install_fake_smi(host)
     run_dir = host.path("/run")

@@ -5,7 +5,7 @@ resource with upstream's env vars and device-info files; adds health (PF link, v
 functions), rediscovery without restarts and preferred allocation. See ``README.md`` here.
 
 Modules: :mod:`.config` (the config model; generic ``resourceList`` parts in
-:mod:`.resource_list`), :mod:`.discovery` (scan, exclusions, pool assignment),
+the core's :mod:`devplugin_core.pcidp`), :mod:`.discovery` (scan, exclusions, pool assignment),
 :mod:`.specs` (nodes and ``_INFO`` per driver), :mod:`.allocate`, :mod:`.deviceinfo`,
 :mod:`.health` with :mod:`.links` and :mod:`.netlink`, :mod:`.routes`, :mod:`.metrics`,
 :mod:`.demo`.
@@ -14,6 +14,7 @@ Modules: :mod:`.config` (the config model; generic ``resourceList`` parts in
 from __future__ import annotations
 
 from devplugin_core import PluginContext, PluginFlag, PluginSpec, Resource, ResourceSet
+from devplugin_core.pcidp import full_names
 
 from .allocate import PoolAllocator
 from .config import SriovNetConfig
@@ -24,7 +25,6 @@ from .health import DEFAULT_HEALTH_INTERVAL, PoolHealth
 from .links import PfLinks
 from .metrics import SriovCollector
 from .netlink import LinkMonitor
-from .resource_list import full_names
 
 __all__ = ["DEFAULT_RESOURCE_PREFIX", "SPEC", "build"]
 

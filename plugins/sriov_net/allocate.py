@@ -14,7 +14,6 @@ few PFs as possible.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Hashable, Sequence
 
 from devplugin_core import (
@@ -36,8 +35,6 @@ from .discovery import PoolSpec, extra_info
 from .specs import Needs, build_specs, read_state
 
 __all__ = ["PoolAllocator", "pf_level"]
-
-log = logging.getLogger("devplugin.sriov_net.allocate")
 
 
 def pf_level(device: Device) -> Hashable:

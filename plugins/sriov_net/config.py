@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from devplugin_core import DecodeContext, one_or_many, option, parse_vf_range
-
-from .resource_list import (
+from devplugin_core.pcidp import (
     AcceleratorSelectors,
     ResourceEntry,
     hex_ids,

@@ -41,11 +41,10 @@ from devplugin_core import (
     scan_pci,
 )
 from devplugin_core.pci import SYS_PCI_DEVICES
-from devplugin_core.pcidp import additional_info
+from devplugin_core.pcidp import AcceleratorSelectors, additional_info
 
 from .config import AcceleratorResource, NetResource, NetSelectors, PoolEntry
 from .links import uplink_netdev
-from .resource_list import AcceleratorSelectors
 from .routes import default_route_netdevs
 from .specs import USERSPACE_DRIVERS, FunctionState, Needs, build_specs, state_from_scan
 
@@ -156,6 +155,7 @@ class Inventory:
         self.functions: tuple[str, ...] = ()
         self._seen: dict[str, Candidate] = {}
         self._discovered: Hashable = None
+        self._last: Hashable = None
         self._stale = 0
         self._classes = frozenset(NET_CLASS if p.is_net else ACCEL_CLASS for p in self.pools)
 
@@ -284,14 +284,16 @@ class Inventory:
         )
 
     def fingerprint(self, host: HostFS) -> Hashable:
-        """Stable while the host matches the last discovery; a new value on every poll while
-        it does not (the runtime rediscovers when two polls differ, so a change made before
-        its first poll is not missed either)."""
+        """The host's current fingerprint; while it differs from what the last discovery saw,
+        a new value on every further poll (the runtime rediscovers when two polls differ, so a
+        change made before its first poll, or during a rediscovery, is not missed)."""
         current = self._fingerprint_now(host)
-        if current == self._discovered:
-            return current
-        self._stale += 1
-        return ("stale", self._stale)
+        value = current
+        if current != self._discovered and current == self._last:
+            self._stale += 1
+            value = ("stale", self._stale)
+        self._last = value
+        return value
 
 
 def _attributes(member: Member) -> dict[str, str]:

@@ -58,6 +58,7 @@ class PfLinks:
     def __init__(self, host: HostFS, monitor: LinkMonitor | None) -> None:
         self.host = host
         self.monitor = monitor
+        self._uplinks: dict[str, str] = {}  # PF -> uplink, kept while it is listed
 
     def read(self, pf: str) -> PfLink:
         base = f"{SYS_PCI_DEVICES}/{pf}"
@@ -67,7 +68,9 @@ class PfLinks:
             return PfLink(pf, True)
         if not names:
             return PfLink(pf, self.host.exists(base))
-        netdev = uplink_netdev(self.host, pf, names)
+        netdev = self._uplinks.get(pf, "")
+        if netdev not in names:
+            netdev = self._uplinks[pf] = uplink_netdev(self.host, pf, names)
         if self.monitor is not None:
             up = self.monitor.state(netdev)
             if up is not None:

@@ -2,9 +2,10 @@
 
 Upstream asks netlink for each device's IPv4 routes and skips a device when one has no
 destination. We read the kernel's route tables from procfs instead (one read per discovery
-pass, no netlink socket): ``/proc/net/route`` (IPv4 main table) and ``/proc/net/ipv6_route``,
-both under ``--host-root``. procfs shows the routes of the reader's network namespace, so in
-production the plugin runs with ``hostNetwork: true`` (as upstream's DaemonSet does).
+pass, no netlink socket): ``/proc/net/route`` (IPv4 main table) and ``/proc/net/ipv6_route``.
+procfs shows the routes of the *reader's* network namespace wherever it is mounted, so the
+plugin runs with ``hostNetwork: true`` (as upstream's DaemonSet does) and reads the files under
+``--host-root`` when they exist there (always on a fake host), else its own ``/proc``.
 IPv6 is our addition: a node whose management NIC only has an IPv6 default route must not lose
 it to a pod either.
 """
@@ -19,6 +20,7 @@ __all__ = ["default_route_netdevs"]
 
 log = logging.getLogger("devplugin.sriov_net.routes")
 
+_OWN = HostFS("/")
 RTF_UP = 0x0001
 RTF_REJECT = 0x0200
 
@@ -59,8 +61,9 @@ def default_route_netdevs(host: HostFS) -> frozenset[str]:
     """Names of netdevs with an IPv4 or IPv6 default route (unreadable tables count as none)."""
     names: set[str] = set()
     for path, parse in (("/proc/net/route", _ipv4), ("/proc/net/ipv6_route", _ipv6)):
+        reader = host if host.fake or host.lexists(path) else _OWN
         try:
-            text = host.read_attr(path)
+            text = reader.read_attr(path)
         except HostReadError as err:
             log.warning("cannot read %s, assuming no default routes there: %s", path, err)
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -44,8 +45,13 @@ def kustomize(directory: Path) -> list[Doc]:
 
 
 @cache
-def render(overlay: str) -> tuple[Doc, ...]:
+def _render(overlay: str) -> tuple[Doc, ...]:
     return tuple(kustomize(DEPLOY / overlay))
+
+
+def render(overlay: str) -> tuple[Doc, ...]:
+    """The rendered overlay (rendered once per test session; callers get their own copy)."""
+    return copy.deepcopy(_render(overlay))
 
 
 def render_with_components(tmp: Path, overlay: str, components: Sequence[str]) -> list[Doc]:

@@ -6,8 +6,10 @@ For each plugin: build the simulated node of ``devplugin demo`` (the plugin's de
 ``devplugin run <plugin>`` as a subprocess against it (fake kubelet + fake PodResources), wait
 for ``/readyz``, then read ``/proc/<pid>/status`` and ``/proc/<pid>/stat``:
 
-* RSS at ready (``VmRSS``) and the peak (``VmHWM``) after the window;
-* CPU seconds used to get ready (start, config, discovery, first health check, registration);
+* RSS at ready (``VmRSS``) and the peak (``VmHWM``) after the window (the plugin process;
+  short-lived children such as rbln-smi are not in it);
+* CPU seconds used to get ready (start, config, discovery, first health check, registration),
+  children included;
 * average CPU over a steady window of ``--window`` seconds while ``/metrics`` is scraped every
   ``--scrape-every`` seconds and PodResources is polled at the default 10 s.
 
@@ -40,9 +42,10 @@ def status_kib(pid: int, field: str) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of the process and of the children it waited for (rbln-smi runs, say)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return sum(int(f) for f in fields[11:15]) / TICKS  # utime stime cutime cstime
 
 
 async def measure(name: str, window: float, scrape_every: float) -> dict[str, float]:

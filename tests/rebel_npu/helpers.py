@@ -28,8 +28,9 @@ def built(host: FakeHost, document: dict[str, Any] | None = None) -> ResourceSet
     return build(cfg, PluginContext(host=host.host))
 
 
-def discover(host: FakeHost, resources: ResourceSet) -> tuple[dict[str, list[Device]],
-                                                               DiscoveryPass]:
+def discover(
+    host: FakeHost, resources: ResourceSet
+) -> tuple[dict[str, list[Device]], DiscoveryPass]:
     """One discovery pass: devices per resource and the pass (for its rejections)."""
     scan = DiscoveryPass(host.host)
     return {r.name: list(r.discoverer.discover(scan)) for r in resources.resources}, scan

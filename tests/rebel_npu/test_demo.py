@@ -8,8 +8,9 @@ from plugins.rebel_npu import SPEC
 from .helpers import ATOM, REBEL
 
 
-async def test_demo_node_allocates_with_rbln_stat(fake_host: FakeHost,
-                                                  fake_kubelet: FakeKubelet) -> None:
+async def test_demo_node_allocates_with_rbln_stat(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
     assert SPEC.demo is not None
     document = SPEC.demo(fake_host)
     assert document is not None
@@ -20,8 +21,10 @@ async def test_demo_node_allocates_with_rbln_stat(fake_host: FakeHost,
         ids = await fake_kubelet.preferred(ATOM, [d.ID for d in devices], [], 2)
         reply = await fake_kubelet.allocate(ATOM, ids)
         assert ("/usr/bin/rbln-stat", "/usr/bin/rbln-stat", True) in [
-            (m.host_path, m.container_path, m.read_only) for m in reply.mounts]
+            (m.host_path, m.container_path, m.read_only) for m in reply.mounts
+        ]
         assert ("/dev/rsd1", "/dev/rsd0") in [
-            (d.host_path, d.container_path) for d in reply.devices]
+            (d.host_path, d.container_path) for d in reply.devices
+        ]
         reply = await fake_kubelet.allocate(REBEL, [rebel[0].ID])
         assert reply.envs["PCIDEVICE_REBELLIONS_AI_REBEL"] == rebel[0].ID

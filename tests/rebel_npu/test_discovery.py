@@ -27,18 +27,24 @@ def test_ca22_node(ca22: FakeHost) -> None:
     assert [n.host_path for n in first.edits.device_nodes] == ["/dev/rbln0"]
     assert first.cdi_name == "rbln0"
     assert dict(first.attributes) == {
-        "card": "RBLN-CA22", "family": "ATOM", "function": "pf", "npu": "rbln0", "numa": "0",
-        "pciBridges": "0000:10:01.0,0000:11:00.0,0000:12:00.0", "driverVersion": "1.3.73",
+        "card": "RBLN-CA22",
+        "family": "ATOM",
+        "function": "pf",
+        "npu": "rbln0",
+        "numa": "0",
+        "pciBridges": "0000:10:01.0,0000:11:00.0,0000:12:00.0",
+        "driverVersion": "1.3.73",
     }
 
 
 def test_families_go_to_their_resources(fake_host: FakeHost) -> None:
-    fake_host.add_npu("0000:05:00.0", device="2030", numa_node=0, index=0)   # REBEL CR03
-    fake_host.add_npu("0000:06:00.0", device="0010", numa_node=0, index=1)   # early ATOM
-    fake_host.add_npu("0000:07:00.0", device="1120", numa_node=0, index=2)   # CA12
-    fake_host.add_npu("0000:08:00.0", device="2130", numa_node=0, index=3)   # unknown REBEL
-    fake_host.add_pci("0000:09:00.0", vendor="abcd", device="0001", class_code=0x120000,
-                      driver="widget")
+    fake_host.add_npu("0000:05:00.0", device="2030", numa_node=0, index=0)  # REBEL CR03
+    fake_host.add_npu("0000:06:00.0", device="0010", numa_node=0, index=1)  # early ATOM
+    fake_host.add_npu("0000:07:00.0", device="1120", numa_node=0, index=2)  # CA12
+    fake_host.add_npu("0000:08:00.0", device="2130", numa_node=0, index=3)  # unknown REBEL
+    fake_host.add_pci(
+        "0000:09:00.0", vendor="abcd", device="0001", class_code=0x120000, driver="widget"
+    )
     devices, scan = discover(fake_host, built(fake_host))
     assert [d.id for d in devices[ATOM]] == ["0000:06:00.0", "0000:07:00.0"]
     assert [d.id for d in devices[REBEL]] == ["0000:05:00.0", "0000:08:00.0"]
@@ -46,8 +52,9 @@ def test_families_go_to_their_resources(fake_host: FakeHost) -> None:
     assert reasons(scan, "0000:09:00.0")  # the foreign accelerator is explained, not served
 
 
-def test_broken_pools_file_skips_only_that_device(fake_host: FakeHost,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_broken_pools_file_skips_only_that_device(
+    fake_host: FakeHost, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_host.add_npu("0000:05:00.0", numa_node=0, index=0)
     fake_host.add_npu("0000:06:00.0", numa_node=0, index=1, pools="poolinfo - 0.1\n")
     fake_host.add_npu("0000:07:00.0", numa_node=0, index=2, pools="poolinfo - 0.1\n../etc 0\n")
@@ -102,16 +109,24 @@ def test_non_bridge_parents_are_not_bridges(fake_host: FakeHost) -> None:
 
 
 def test_selectors_and_exclude_topology(ca22: FakeHost) -> None:
-    document = {"resourceList": [
-        {"resourceName": "first", "selectors": {"pciAddresses": ["0000:23:00.0"]},
-         "excludeTopology": True},
-        {"resourceName": "rest", "selectors": {"vendors": ["1eff"], "drivers": ["rebellions"]}},
-    ]}
+    document = {
+        "resourceList": [
+            {
+                "resourceName": "first",
+                "selectors": {"pciAddresses": ["0000:23:00.0"]},
+                "excludeTopology": True,
+            },
+            {"resourceName": "rest", "selectors": {"vendors": ["1eff"], "drivers": ["rebellions"]}},
+        ]
+    }
     devices, _ = discover(ca22, built(ca22, document))
     first = devices["rebellions.ai/first"]
     assert [d.id for d in first] == ["0000:23:00.0"] and first[0].numa_nodes == ()
     assert [d.id for d in devices["rebellions.ai/rest"]] == [
-        "0000:13:00.0", "0000:14:00.0", "0000:24:00.0"]  # a device joins one pool only
+        "0000:13:00.0",
+        "0000:14:00.0",
+        "0000:24:00.0",
+    ]  # a device joins one pool only
 
 
 def test_other_drivers_are_not_served(ca22: FakeHost) -> None:

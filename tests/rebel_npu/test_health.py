@@ -27,8 +27,9 @@ def checker(runtime: PluginRuntime[object]) -> NpuHealth:
     return health
 
 
-async def test_driver_unbind_and_rebind(ca22: FakeHost, lock_file: str,
-                                        fake_kubelet: FakeKubelet) -> None:
+async def test_driver_unbind_and_rebind(
+    ca22: FakeHost, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     async with run_plugin(SPEC, ca22, fake_kubelet, config=config(lock_file, rsdGroups="off")):
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
         ca22.unbind(CA22[1])
@@ -41,8 +42,9 @@ async def test_driver_unbind_and_rebind(ca22: FakeHost, lock_file: str,
         await fake_kubelet.wait_for_devices(ATOM, state(CA22[1], "Healthy"))
 
 
-async def test_char_device_and_pci_function_vanishing(ca22: FakeHost, lock_file: str,
-                                                      fake_kubelet: FakeKubelet) -> None:
+async def test_char_device_and_pci_function_vanishing(
+    ca22: FakeHost, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     document = config(lock_file, rsdGroups="off", health={"recoverAfter": 1})
     async with run_plugin(SPEC, ca22, fake_kubelet, config=document) as runtime:
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
@@ -58,8 +60,9 @@ async def test_char_device_and_pci_function_vanishing(ca22: FakeHost, lock_file:
         assert observation is not None and "vanished" in observation.reason
 
 
-async def test_rbln_smi_status_and_temperature(ca22: FakeHost, smi: FakeSmi, lock_file: str,
-                                               fake_kubelet: FakeKubelet) -> None:
+async def test_rbln_smi_status_and_temperature(
+    ca22: FakeHost, smi: FakeSmi, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     document = config(lock_file, rsdGroups="off", health={"maxTemperatureCelsius": 90})
     async with run_plugin(SPEC, ca22, fake_kubelet, config=document) as runtime:
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
@@ -68,22 +71,26 @@ async def test_rbln_smi_status_and_temperature(ca22: FakeHost, smi: FakeSmi, loc
         smi.set_device(CA22[3], temperature="95C")
         assert monitor.refresh(force=True)
         await fake_kubelet.wait_for_devices(
-            ATOM, lambda d: state(CA22[0], "Unhealthy")(d) and state(CA22[3], "Unhealthy")(d))
-        reasons = {i: getattr(checker(runtime).observation(i), "reason", "")
-                   for i in (CA22[0], CA22[3])}
+            ATOM, lambda d: state(CA22[0], "Unhealthy")(d) and state(CA22[3], "Unhealthy")(d)
+        )
+        reasons = {
+            i: getattr(checker(runtime).observation(i), "reason", "") for i in (CA22[0], CA22[3])
+        }
         assert "status 'abnormal'" in reasons[CA22[0]] and "95 C" in reasons[CA22[3]]
         smi.set_device(CA22[0], status="normal")
         smi.set_device(CA22[3], temperature="60C")
         assert monitor.refresh(force=True)
         await fake_kubelet.wait_for_devices(
-            ATOM, lambda d: state(CA22[0], "Healthy")(d) and state(CA22[3], "Healthy")(d))
+            ATOM, lambda d: state(CA22[0], "Healthy")(d) and state(CA22[3], "Healthy")(d)
+        )
 
 
-async def test_broken_rbln_smi_is_not_a_device_fault(ca22: FakeHost, smi: FakeSmi,
-                                                     lock_file: str,
-                                                     fake_kubelet: FakeKubelet) -> None:
-    async with run_plugin(SPEC, ca22, fake_kubelet,
-                          config=config(lock_file, rsdGroups="off")) as runtime:
+async def test_broken_rbln_smi_is_not_a_device_fault(
+    ca22: FakeHost, smi: FakeSmi, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
+    async with run_plugin(
+        SPEC, ca22, fake_kubelet, config=config(lock_file, rsdGroups="off")
+    ) as runtime:
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
         monitor = checker(runtime).monitor
         smi.update(fail=["query"])
@@ -94,8 +101,9 @@ async def test_broken_rbln_smi_is_not_a_device_fault(ca22: FakeHost, smi: FakeSm
         assert all(o.healthy for o in observations.values())
 
 
-async def test_smi_signals_can_be_switched_off(ca22: FakeHost, smi: FakeSmi, lock_file: str,
-                                               fake_kubelet: FakeKubelet) -> None:
+async def test_smi_signals_can_be_switched_off(
+    ca22: FakeHost, smi: FakeSmi, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     document = config(lock_file, rsdGroups="off", health={"useRblnSmi": False})
     async with run_plugin(SPEC, ca22, fake_kubelet, config=document) as runtime:
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)

@@ -61,12 +61,21 @@ def test_parse_rejects_garbage(text: str) -> None:
 
 
 def test_parse_skips_bad_entries() -> None:
-    report = parse_report(json.dumps({"devices": [
-        {"pci": {"bus_id": "../../etc"}}, {"pci": "x"}, 7,
-        {"npu": -1, "pci": {"bus_id": "0000:0A:00.0"}, "memory": "lots"},
-    ]}))
+    report = parse_report(
+        json.dumps(
+            {
+                "devices": [
+                    {"pci": {"bus_id": "../../etc"}},
+                    {"pci": "x"},
+                    7,
+                    {"npu": -1, "pci": {"bus_id": "0000:0A:00.0"}, "memory": "lots"},
+                ]
+            }
+        )
+    )
     assert [(d.bus_id, d.npu, d.memory_used) for d in report.devices] == [
-        ("0000:0a:00.0", None, None)]
+        ("0000:0a:00.0", None, None)
+    ]
 
 
 def test_run_bounded_kills_the_process_group(tmp_path: Path) -> None:
@@ -102,12 +111,14 @@ def test_monitor_rate_limits_and_expires(fake_host: FakeHost) -> None:
     assert monitor.fresh() is None and monitor.report is not None
 
 
-async def test_metrics_from_canned_output(ca22: FakeHost, lock_file: str,
-                                          fake_kubelet: FakeKubelet) -> None:
+async def test_metrics_from_canned_output(
+    ca22: FakeHost, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     smi: FakeSmi = install_fake_smi(ca22, devices=CANNED["devices"])
     registry = CollectorRegistry()
-    async with run_plugin(SPEC, ca22, fake_kubelet, config=config(lock_file, rsdGroups="off"),
-                          registry=registry) as runtime:
+    async with run_plugin(
+        SPEC, ca22, fake_kubelet, config=config(lock_file, rsdGroups="off"), registry=registry
+    ) as runtime:
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
         health = runtime.resources[ATOM].resource.health
         assert health is not None
@@ -115,8 +126,9 @@ async def test_metrics_from_canned_output(ca22: FakeHost, lock_file: str,
 
         def value(name: str, device: str) -> float | None:
             npu = f"rbln{CA22.index(device)}"
-            return registry.get_sample_value(name, {"resource": ATOM, "device": device,
-                                                    "npu": npu, "card": "RBLN-CA22"})
+            return registry.get_sample_value(
+                name, {"resource": ATOM, "device": device, "npu": npu, "card": "RBLN-CA22"}
+            )
 
         first = CA22[0]
         assert value("devplugin_npu_temperature_celsius", first) == 41
@@ -130,22 +142,33 @@ async def test_metrics_from_canned_output(ca22: FakeHost, lock_file: str,
         assert value("devplugin_npu_power_watts", CA22[3]) == pytest.approx(18)
         assert value("devplugin_npu_utilization_ratio", CA22[3]) == 1.0
         assert value("devplugin_npu_temperature_celsius", CA22[3]) is None  # "N/A"
-        info = registry.get_sample_value("devplugin_npu_info", {
-            "resource": ATOM, "device": first, "npu": "rbln0", "card": "RBLN-CA22",
-            "uuid": CANNED["devices"][0]["uuid"], "firmware_version": "1.3.73",
-            "driver_version": "1.3.73"})
+        info = registry.get_sample_value(
+            "devplugin_npu_info",
+            {
+                "resource": ATOM,
+                "device": first,
+                "npu": "rbln0",
+                "card": "RBLN-CA22",
+                "uuid": CANNED["devices"][0]["uuid"],
+                "firmware_version": "1.3.73",
+                "driver_version": "1.3.73",
+            },
+        )
         assert info == 1
-        assert (registry.get_sample_value("devplugin_npu_rbln_smi_polls_total",
-                                          {"result": "ok"}) or 0) >= 1
+        assert (
+            registry.get_sample_value("devplugin_npu_rbln_smi_polls_total", {"result": "ok"}) or 0
+        ) >= 1
         ca22.remove("/dev/rbln1")
         await fake_kubelet.wait_for_devices(
-            ATOM, lambda d: any((x.ID, x.health) == (CA22[1], "Unhealthy") for x in d))
+            ATOM, lambda d: any((x.ID, x.health) == (CA22[1], "Unhealthy") for x in d)
+        )
         assert value("devplugin_npu_healthy", CA22[1]) == 0
         assert smi.calls()[0] == ["-j"]
 
 
-async def test_no_metrics_without_smi(ca22: FakeHost, lock_file: str,
-                                      fake_kubelet: FakeKubelet) -> None:
+async def test_no_metrics_without_smi(
+    ca22: FakeHost, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     registry = CollectorRegistry()
     document = config(lock_file, rsdGroups="off", rblnSmiInterval=0)
     async with run_plugin(SPEC, ca22, fake_kubelet, config=document, registry=registry):

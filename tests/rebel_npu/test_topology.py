@@ -25,14 +25,19 @@ def bdf(bus: int) -> str:
     return f"0000:{bus:02x}:00.0"
 
 
-def pick(devices: Sequence[Device], size: int, *, free: Sequence[str] | None = None,
-         must: Sequence[str] = ()) -> list[str]:
+def pick(
+    devices: Sequence[Device],
+    size: int,
+    *,
+    free: Sequence[str] | None = None,
+    must: Sequence[str] = (),
+) -> list[str]:
     by_id = {d.id: d for d in devices}
     available = [by_id[i] for i in (free if free is not None else by_id)]
     request = PreferredRequest(ATOM, tuple(available), tuple(by_id[i] for i in must), size)
     chosen = preferred(request)
     # must-include first (in request order), the rest in address order
-    return [*must, *sorted(chosen[len(must):])]
+    return [*must, *sorted(chosen[len(must) :])]
 
 
 @pytest.fixture
@@ -92,12 +97,13 @@ def test_ca25_one_card_for_four(ca25_16: tuple[list[Device], list[list[str]]]) -
 
 
 def test_ca25_exact_card_and_whole_card_elsewhere(
-        ca25_16: tuple[list[Device], list[list[str]]]) -> None:
+    ca25_16: tuple[list[Device], list[list[str]]],
+) -> None:
     devices, cards = ca25_16
     free = [*cards[0][:2], *cards[1], *cards[2], *cards[3]]
-    assert pick(devices, 2, free=free) == cards[0][:2]   # the card with exactly two left
+    assert pick(devices, 2, free=free) == cards[0][:2]  # the card with exactly two left
     free = [*cards[0][:2], *cards[1][:3], *cards[2], *cards[3]]
-    assert pick(devices, 4, free=free) == cards[2]       # a whole card on the other node
+    assert pick(devices, 4, free=free) == cards[2]  # a whole card on the other node
     assert pick(devices, 3, free=free) == cards[1][:3]
 
 
@@ -109,8 +115,9 @@ def test_vfs_of_one_pf_stay_together(fake_host: FakeHost) -> None:
     assert pick(devices[ATOM], 2, free=free) == ["0000:32:00.1", "0000:32:00.2"]
 
 
-async def test_preferred_through_the_kubelet(ca22: FakeHost, lock_file: str,
-                                             fake_kubelet: FakeKubelet) -> None:
+async def test_preferred_through_the_kubelet(
+    ca22: FakeHost, lock_file: str, fake_kubelet: FakeKubelet
+) -> None:
     async with run_plugin(SPEC, ca22, fake_kubelet, config=config(lock_file, rsdGroups="off")):
         await fake_kubelet.wait_for_devices(ATOM, lambda d: len(d) == 4)
         options = await fake_kubelet.options(ATOM)

@@ -377,3 +377,10 @@ def test_spec_defaults_match_upstream() -> None:
     flags = {f.name: f.default for f in SPEC.flags}
     assert flags["resource-prefix"] == "intel.com"
     assert flags["device-info-dir"] == "/var/run/k8s.cni.cncf.io/devinfo/dp"
+
+
+def test_errors_inside_an_entry_name_its_resource(tmp_path: Path) -> None:
+    err = error(tmp_path, doc(pool("ok", {}), pool("dpdk", [{}, {"pfNames": ["ens1f0#1-"]}])))
+    assert err.field == "resourceList[1].selectors[1].pfNames[0]"
+    assert err.message.endswith("(resource 'dpdk')")
+    assert str(err).startswith(f"{tmp_path / 'config.json'}: resourceList[1].selectors[1]")

@@ -3,7 +3,9 @@ that keep their pool while a pod holds their netdev / RDMA device."""
 
 from __future__ import annotations
 
-from devplugin_core.testing import FakeHost, FakeKubelet
+from typing import Any
+
+from devplugin_core.testing import FakeHost, FakeKubelet, write_config
 
 from .helpers import (
     PF,
@@ -11,6 +13,7 @@ from .helpers import (
     VF,
     add_pf_with_vfs,
     default_route,
+    devinfo_dir,
     discover,
     doc,
     ids,
@@ -19,7 +22,7 @@ from .helpers import (
     serve,
 )
 
-FAST = {"numvfs_check_interval": 0.05}
+FAST: dict[str, Any] = {"numvfs_check_interval": 0.05}
 
 
 async def test_empty_pool_is_served_and_grows_when_vfs_are_created(
@@ -165,3 +168,26 @@ async def test_pod_held_vfs_keep_netdev_derived_attributes_seen_before(
         into_pod(fake_host, vfs[0], "ibs1v0")  # its pkey is no longer readable
         await runtime.discover_once()
         assert ids(fake_kubelet.devices("intel.com/tenant")) == [vfs[0]]
+
+
+async def test_config_reload_adds_pools_without_cleaning_device_info_again(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    intel_node(fake_host)
+    first = doc(pool("net", {"drivers": ["iavf"]}))
+    async with serve(fake_host, fake_kubelet, first) as runtime:
+        await fake_kubelet.wait_for_registration("intel.com/net")
+        await fake_kubelet.allocate("intel.com/net", [VF[0]])
+        written = devinfo_dir(fake_host) / f"intel.com-net-{VF[0]}-device.json"
+        assert written.exists()
+        path = runtime.options.config_file
+        assert path is not None
+        write_config(
+            path, doc(pool("net", {"drivers": ["iavf"]}), pool("dpdk", {"drivers": ["vfio-pci"]}))
+        )
+        assert await runtime.reload("test")
+        conn = await fake_kubelet.wait_for_registration("intel.com/dpdk")
+        assert ids(conn.devices) == VF[2:]
+        await runtime.check_health_once("intel.com/net")
+        assert written.exists()
+        assert fake_kubelet.registration_count("intel.com/net") == 1

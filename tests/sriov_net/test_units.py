@@ -1,0 +1,83 @@
+"""Small pure pieces: netlink link usability, device-info content, PF link reading."""
+
+from __future__ import annotations
+
+from devplugin_core import DiscoveryPass, PluginContext, decode
+from devplugin_core.testing import FakeHost
+from plugins.sriov_net import build
+from plugins.sriov_net.config import SriovNetConfig
+from plugins.sriov_net.deviceinfo import DeviceInfoFiles
+from plugins.sriov_net.links import PfLinks
+from plugins.sriov_net.netlink import IFF_LOWER_UP, IFF_UP, LinkMonitor, link_usable
+
+from .helpers import PF, SECTION_7_4, VF, intel_node
+
+
+def test_link_usability_from_operstate_and_flags() -> None:
+    assert link_usable("UP", 0)
+    assert link_usable("UNKNOWN", IFF_UP | IFF_LOWER_UP)
+    assert not link_usable("UNKNOWN", IFF_UP)
+    assert not link_usable("LOWERLAYERDOWN", IFF_UP)
+    assert not link_usable("DOWN", IFF_UP | IFF_LOWER_UP)
+    assert not link_usable("DORMANT", IFF_UP | IFF_LOWER_UP)
+
+
+def test_device_info_content_is_byte_exact() -> None:
+    assert DeviceInfoFiles.content("0000:03:02.2") == (
+        b'{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:03:02.2"}}'
+    )
+    assert DeviceInfoFiles.content("0000:03:02.2", ["mlx5_2", "mlx5_3"]) == (
+        b'{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:03:02.2",'
+        b'"rdma-device":"mlx5_2,mlx5_3"}}'
+    )
+    files = DeviceInfoFiles("/d")
+    assert files.path("intel.com/sriov", "0000:03:02.2") == (
+        "/d/intel.com-sriov-0000:03:02.2-device.json"
+    )
+
+
+def test_pf_links_prefer_netlink_but_fall_back_to_sysfs(fake_host: FakeHost) -> None:
+    intel_node(fake_host)
+    links = PfLinks(fake_host.host, LinkMonitor())  # not subscribed: knows no link
+    state = links.read(PF)
+    assert (state.present, state.netdev, state.up, state.source) == (
+        True,
+        "enp3s0f0",
+        True,
+        "sysfs",
+    )
+    fake_host.set_link("enp3s0f0", False)
+    assert links.read(PF).down
+    fake_host.remove_pci(PF)
+    assert not links.read(PF).present
+    assert not links.read("0000:99:00.0").present
+
+
+def test_fingerprint_is_stable_until_the_host_changes_and_insists_until_rediscovered(
+    fake_host: FakeHost,
+) -> None:
+    intel_node(fake_host)
+    resource_set = build(
+        decode(SriovNetConfig, SECTION_7_4).value, PluginContext(host=fake_host.host)
+    )
+    leader, other = resource_set.resources[0].discoverer, resource_set.resources[1].discoverer
+    host = fake_host.host
+
+    def rediscover() -> None:
+        for resource in resource_set.resources:
+            resource.discoverer.discover(DiscoveryPass(host))
+
+    rediscover()
+    assert other.fingerprint(host) is None  # only the first pool answers
+    baseline = leader.fingerprint(host)
+    assert leader.fingerprint(host) == baseline
+    fake_host.bind(VF[0], "vfio-pci")  # rebinding changes it
+    changed = leader.fingerprint(host)
+    assert changed != baseline
+    insisting = leader.fingerprint(host)
+    assert insisting != changed and leader.fingerprint(host) != insisting
+    rediscover()
+    settled = leader.fingerprint(host)
+    assert leader.fingerprint(host) == settled
+    fake_host.remove_netdev("enp3s0f0v1")  # a VF netdev moving into a pod is no change
+    assert leader.fingerprint(host) == settled
