@@ -100,8 +100,8 @@ def _pick(
         remaining.remove(largest)
         picked += largest[1]
         need -= len(largest[1])
-    if need > 0:
-        picked += sorted(unknown, key=_by_id)[:need]
+    if need > 0 and unknown:
+        picked += _pick(unknown, need, rest, spread, anchors)
     return picked
 
 

@@ -286,8 +286,11 @@ class PluginSpec(Generic[C]):
     beyond cheap checks. ``default_config_file``: used when ``--config-file`` is not given.
     ``config_optional``: the plugin runs on built-in defaults when no file is given or found.
     ``preflight(config, ctx)``: host checks before serving (run in a worker thread); raise
-    DevicePluginError to refuse to start. ``demo(fake_host)``: adds devices to a testing FakeHost
-    and returns the config document for ``devplugin demo`` (None for defaults).
+    DevicePluginError to refuse to start. ``on_start(config, ctx)``: one-time host housekeeping
+    when ``devplugin run`` starts serving, e.g. removing stale files of our own (worker thread,
+    after preflight; never for ``discover``/``validate`` nor on a reload).
+    ``demo(fake_host)``: adds devices to a testing FakeHost and returns the config document for
+    ``devplugin demo`` (None for defaults).
     """
 
     name: str
@@ -299,6 +302,7 @@ class PluginSpec(Generic[C]):
     default_metrics_port: int | None = None
     flags: tuple[PluginFlag, ...] = ()
     preflight: Callable[[C, PluginContext], None] | None = None
+    on_start: Callable[[C, PluginContext], None] | None = None
     demo: Callable[[Any], Mapping[str, Any] | None] | None = None
     docs: str = ""
 

@@ -280,6 +280,8 @@ def encode(value: Any) -> Any:
         return {str(k): encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [encode(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((encode(v) for v in value), key=str)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

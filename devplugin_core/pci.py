@@ -32,6 +32,7 @@ __all__ = [
     "RdmaPort",
     "bridges_of",
     "pci_class",
+    "rdma_char_index",
     "scan_pci",
 ]
 

@@ -129,6 +129,16 @@ def load_config(spec: PluginSpec[C], path: str | None) -> LoadedConfig[C]:
     return LoadedConfig(result.value, source, digest, tuple(result.warnings))
 
 
+@dataclass(frozen=True)
+class _PassResult:
+    """What one discovery pass (in a worker thread) hands back to the loop."""
+
+    results: dict[str, tuple[list[Device], dict[str, str]] | BaseException]
+    rejections: list[Rejection]
+    problems: set[str]
+    fingerprints: dict[str, Hashable]
+
+
 class PluginRuntime(Generic[C]):
     """Runs ``spec`` with ``options``. Use ``async with`` or :meth:`start`/:meth:`stop`."""
 
@@ -209,6 +219,8 @@ class PluginRuntime(Generic[C]):
             log.warning("config %s: %s", loaded.source, warning)
         if self.spec.preflight is not None:
             await asyncio.to_thread(self.spec.preflight, loaded.config, self.context)
+        if self.spec.on_start is not None:
+            await asyncio.to_thread(self.spec.on_start, loaded.config, self.context)
         self.loaded, self.resource_set = loaded, resource_set
         log.info(
             "%s %s starting: config %s, host root %s, registration mode %s",
@@ -431,11 +443,7 @@ class PluginRuntime(Generic[C]):
             out.append(device)
         return out
 
-    def _discover_blocking(
-        self, resources: dict[str, Resource]
-    ) -> tuple[
-        dict[str, tuple[list[Device], dict[str, str]] | BaseException], list[Rejection], set[str]
-    ]:
+    def _discover_blocking(self, resources: dict[str, Resource]) -> _PassResult:
         scan = DiscoveryPass(self.host)
         results: dict[str, tuple[list[Device], dict[str, str]] | BaseException] = {}
         problems: set[str] = set()
@@ -447,7 +455,11 @@ class PluginRuntime(Generic[C]):
             except Exception as err:  # a plugin bug must not stop the other resources
                 log.exception("%s: discovery failed", name)
                 results[name] = err
-        return results, scan.rejections, problems
+        # The baseline for the cheap fingerprint polls is taken right after the scan, in the same
+        # thread (fingerprints may depend on what discovery found, e.g. which PFs to watch), so a
+        # change after this pass is noticed at the next poll.
+        prints = self._fingerprint_blocking(resources)
+        return _PassResult(results, scan.rejections, problems, prints)
 
     async def discover_once(self) -> bool:
         """Run one discovery pass for every resource; returns False if it could not run."""
@@ -457,7 +469,7 @@ class PluginRuntime(Generic[C]):
         resources = {name: rt.resource for name, rt in self.resources.items()}
         start = time.monotonic()
         try:
-            results, rejections, problems = await self._discovery.run(
+            result = await self._discovery.run(
                 self._bg_pool,
                 self.options.discovery_timeout,
                 lambda: self._discover_blocking(resources),
@@ -471,6 +483,8 @@ class PluginRuntime(Generic[C]):
                 self.metrics.discovery_errors.labels(name, "timeout").inc()
             return False
         self.metrics.discovery_duration.observe(time.monotonic() - start)
+        results, rejections, problems = result.results, result.rejections, result.problems
+        self._fingerprints = result.fingerprints
         for message in sorted(problems - self._path_problems):
             log.error("%s", message)
         self._path_problems = problems
@@ -530,6 +544,8 @@ class PluginRuntime(Generic[C]):
     def _fingerprint_blocking(self, resources: dict[str, Resource]) -> dict[str, Hashable]:
         out: dict[str, Hashable] = {}
         for name, resource in resources.items():
+            if type(resource.discoverer).fingerprint is Discoverer.fingerprint:
+                continue
             try:
                 out[name] = resource.discoverer.fingerprint(self.host)
             except Exception as err:
@@ -539,7 +555,7 @@ class PluginRuntime(Generic[C]):
     async def _fingerprint_loop(self) -> None:
         while True:
             interval = self.resource_set.fingerprint_interval if self.resource_set else 5.0
-            await asyncio.sleep(max(interval, 0.1))
+            await self.reloaded.wait(self.reloaded.generation, timeout=max(interval, 0.05))
             resources = {name: rt.resource for name, rt in self.resources.items()}
             if not any(
                 type(r.discoverer).fingerprint is not Discoverer.fingerprint
@@ -555,11 +571,9 @@ class PluginRuntime(Generic[C]):
             except TimeoutError:
                 log.warning("fingerprint check timed out")
                 continue
-            if self._fingerprints and prints != self._fingerprints:
+            if prints != self._fingerprints:
                 log.info("host changed (fingerprint); rediscovering")
-                self._fingerprints = prints
-                await self.discover_once()
-            self._fingerprints = prints
+                await self.discover_once()  # takes a new fingerprint baseline
 
     # ------------------------------------------------------------------------------------------
     # health
@@ -696,7 +710,6 @@ class PluginRuntime(Generic[C]):
             self.resources[name] = self._new_resource(resource=new[name])
         self.loaded, self.resource_set = loaded, resource_set
         self._set_collectors(resource_set.collectors)
-        self._fingerprints = {}
         await self.discover_once()
         await asyncio.gather(*(self.check_health_once(n) for n in self.resources))
         if self.cdi is not None:

@@ -13,13 +13,15 @@ the core's :mod:`devplugin_core.pcidp`), :mod:`.discovery` (scan, exclusions, po
 
 from __future__ import annotations
 
+import logging
+
 from devplugin_core import PluginContext, PluginFlag, PluginSpec, Resource, ResourceSet
 from devplugin_core.pcidp import full_names
 
 from .allocate import PoolAllocator
 from .config import SriovNetConfig
 from .demo import demo
-from .deviceinfo import DEFAULT_DEVICE_INFO_DIR, DeviceInfoFiles, StartupCleanup
+from .deviceinfo import DEFAULT_DEVICE_INFO_DIR, DeviceInfoFiles
 from .discovery import Inventory, PoolDiscoverer, PoolSpec
 from .health import DEFAULT_HEALTH_INTERVAL, PoolHealth
 from .links import PfLinks
@@ -27,6 +29,8 @@ from .metrics import SriovCollector
 from .netlink import LinkMonitor
 
 __all__ = ["DEFAULT_RESOURCE_PREFIX", "SPEC", "build"]
+
+log = logging.getLogger("devplugin.sriov_net")
 
 DEFAULT_RESOURCE_PREFIX = "intel.com"
 DEFAULT_RESCAN_INTERVAL = 60.0
@@ -117,14 +121,13 @@ def build(config: SriovNetConfig, ctx: PluginContext) -> ResourceSet:
         monitor = LinkMonitor(ctx.option("netlink_netns") or "")
     links = PfLinks(host, monitor)
     device_info = DeviceInfoFiles(_device_info_dir(ctx))
-    cleanup = StartupCleanup(device_info, [s.name for s in pools if s.is_net], ctx)
     interval = float(ctx.option("health_interval") or DEFAULT_HEALTH_INTERVAL)
     resources = tuple(
         Resource(
             spec.name,
             PoolDiscoverer(inventory, spec, leader=index == 0),
             PoolAllocator(host, spec, device_info),
-            PoolHealth(host, spec, links, inventory, monitor, interval, cleanup),
+            PoolHealth(host, spec, links, inventory, monitor, interval),
         )
         for index, spec in enumerate(pools)
     )
@@ -139,6 +142,15 @@ def build(config: SriovNetConfig, ctx: PluginContext) -> ResourceSet:
     )
 
 
+def on_start(config: SriovNetConfig, ctx: PluginContext) -> None:
+    """Remove device-info files our pools left behind (a previous instance, a crash): the CNI
+    must never read a stale file for a VF that is handed out again."""
+    files = DeviceInfoFiles(_device_info_dir(ctx))
+    removed = files.clean([s.name for s in _pools(config, ctx) if s.is_net])
+    if removed:
+        log.info("removed %d stale device-info files from %s", len(removed), files.directory)
+
+
 SPEC: PluginSpec[SriovNetConfig] = PluginSpec(
     name="sriov-net",
     summary="exclusive SR-IOV VFs (drop-in for sriov-network-device-plugin)",
@@ -147,6 +159,7 @@ SPEC: PluginSpec[SriovNetConfig] = PluginSpec(
     default_config_file="/etc/pcidp/config.json",
     default_metrics_port=9462,
     flags=FLAGS,
+    on_start=on_start,
     demo=demo,
     docs="plugins/sriov_net/README.md",
 )

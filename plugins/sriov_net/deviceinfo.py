@@ -16,19 +16,15 @@ wrong pod's device).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
-import time
-import weakref
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
 
-__all__ = ["DEFAULT_DEVICE_INFO_DIR", "SPEC_VERSION", "DeviceInfoFiles", "StartupCleanup"]
+__all__ = ["DEFAULT_DEVICE_INFO_DIR", "SPEC_VERSION", "DeviceInfoFiles"]
 
 log = logging.getLogger("devplugin.sriov_net.deviceinfo")
 
@@ -39,35 +35,6 @@ _PCI_ID = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
 
 def _flat(name: str) -> str:
     return name.replace("/", "-")
-
-
-class StartupCleanup:
-    """Removes our stale device-info files once per plugin process start.
-
-    Run by the pools' health watchers, which only run while resources are served (never for
-    ``devplugin discover``), and keyed by the runtime's :class:`PluginContext` so a config
-    reload does not clean again. Files written after the plugin started (by an Allocate that
-    raced the cleanup) are kept.
-    """
-
-    _done: ClassVar[set[tuple[str, int]]] = set()
-
-    def __init__(self, files: DeviceInfoFiles, resources: Sequence[str], owner: object) -> None:
-        self.files = files
-        self.resources = tuple(resources)
-        self.key = (files.directory, id(owner))
-        self.started = time.time()
-        weakref.finalize(owner, StartupCleanup._done.discard, self.key)
-
-    async def run(self) -> None:
-        if self.key in self._done:
-            return
-        self._done.add(self.key)
-        removed = await asyncio.to_thread(self.files.clean, self.resources, self.started)
-        if removed:
-            log.info(
-                "removed %d stale device-info files from %s", len(removed), self.files.directory
-            )
 
 
 class DeviceInfoFiles:

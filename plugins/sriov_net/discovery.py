@@ -27,7 +27,6 @@ from devplugin_core import (
     Discoverer,
     DiscoveryPass,
     HostFS,
-    HostReadError,
     PciDevice,
     PciScan,
     Pool,
@@ -154,9 +153,6 @@ class Inventory:
         self.pfs: tuple[str, ...] = ()
         self.functions: tuple[str, ...] = ()
         self._seen: dict[str, Candidate] = {}
-        self._discovered: Hashable = None
-        self._last: Hashable = None
-        self._stale = 0
         self._classes = frozenset(NET_CLASS if p.is_net else ACCEL_CLASS for p in self.pools)
 
     # -- a pass ----------------------------------------------------------------------------------
@@ -202,11 +198,6 @@ class Inventory:
             )
         )
         self.functions = tuple(d.address for d in devices)
-        try:
-            self._discovered = self._fingerprint_now(self.host)
-        except HostReadError as err:
-            log.warning("cannot take the rediscovery fingerprint: %s", err)
-            self._discovered = None
         return result
 
     def _excluded(self, dev: PciDevice, routes: frozenset[str]) -> str | None:
@@ -284,16 +275,9 @@ class Inventory:
         )
 
     def fingerprint(self, host: HostFS) -> Hashable:
-        """The host's current fingerprint; while it differs from what the last discovery saw,
-        a new value on every further poll (the runtime rediscovers when two polls differ, so a
-        change made before its first poll, or during a rediscovery, is not missed)."""
-        current = self._fingerprint_now(host)
-        value = current
-        if current != self._discovered and current == self._last:
-            self._stale += 1
-            value = ("stale", self._stale)
-        self._last = value
-        return value
+        """The host's current fingerprint (the runtime compares it with the value it took right
+        after the last discovery and rediscovers on a difference)."""
+        return self._fingerprint_now(host)
 
 
 def _attributes(member: Member) -> dict[str, str]:

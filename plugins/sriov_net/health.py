@@ -6,9 +6,6 @@ check at once; the periodic tick (1 s by default) is the fallback when netlink i
 also catches vanished functions. A VF's own netdev is never looked at: it leaves the host
 namespace whenever a pod uses the VF, which is not a fault. PFs pooled whole (no VFs) are only
 checked for existence: a passed-through PF's link lives in the pod.
-
-The watcher also runs the start-up cleanup of stale device-info files: it is the one hook that
-runs only while pools are served.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from devplugin_core import Device, HealthChecker, HostFS, Observation
 from devplugin_core.pci import SYS_PCI_DEVICES
 
-from .deviceinfo import StartupCleanup
 from .discovery import Inventory, PoolSpec
 from .links import PfLink, PfLinks
 from .netlink import LinkMonitor
@@ -42,7 +38,6 @@ class PoolHealth(HealthChecker):
         inventory: Inventory,
         monitor: LinkMonitor | None,
         interval: float = DEFAULT_HEALTH_INTERVAL,
-        cleanup: StartupCleanup | None = None,
     ) -> None:
         self.host = host
         self.spec = spec
@@ -50,7 +45,6 @@ class PoolHealth(HealthChecker):
         self.inventory = inventory
         self.monitor = monitor
         self.interval = interval
-        self.cleanup = cleanup
         self.check_pf = spec.entry.check_health_on_pf
         self.check_exists = spec.entry.check_health_on_device_exist
 
@@ -78,7 +72,5 @@ class PoolHealth(HealthChecker):
     async def watch(
         self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]
     ) -> None:
-        if self.cleanup is not None:
-            await self.cleanup.run()
         if self.monitor is not None and self.check_pf:
             await self.monitor.subscribe(wake)

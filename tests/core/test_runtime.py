@@ -388,3 +388,28 @@ async def test_pod_resources_attribution(fake_host, fake_kubelet):
                 )
                 is None
             )
+
+
+async def test_fingerprint_change_triggers_rediscovery(fake_host, fake_kubelet):
+    from devplugin_core import Discoverer
+
+    ids = add_gadgets(fake_host, 2)
+
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 2)
+        discoverer = runtime.resources[RES].resource.discoverer
+
+        def fingerprint(self, host):  # type: ignore[no-untyped-def]
+            return tuple(host.listdir("/sys/bus/pci/devices"))
+
+        type(discoverer).fingerprint = fingerprint  # type: ignore[method-assign]
+        try:
+            runtime.resource_set = type(runtime.resource_set)(  # type: ignore[misc]
+                runtime.resource_set.resources, fingerprint_interval=0.05
+            )
+            runtime.reloaded.fire()  # what a config reload does: loops pick up new settings
+            await runtime.discover_once()  # takes the baseline
+            fake_host.remove_pci(ids[1])  # no rescan is due for a long time...
+            await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)  # ...the poll sees it
+        finally:
+            type(discoverer).fingerprint = Discoverer.fingerprint  # type: ignore[method-assign]

@@ -272,3 +272,12 @@ def test_pcidevice_env_matches_upstream_bytes():
     assert go_json({"b": "<&>", "a": 1}) == '{"a":1,"b":"\\u003c\\u0026\\u003e"}'
     table = {"*": {"test": "test", "bla": "bla"}, "0000:00:00.1": {"test": "test1"}}
     assert additional_info(table, "0000:00:00.1") == {"test": "test1", "bla": "bla"}
+
+
+def test_prefer_spread_also_without_numa():
+    avail = [Device(f"v{i}", attributes={"pf": "p0" if i < 4 else "p1"}) for i in range(8)]
+    request = PreferredRequest("r", tuple(avail), (), 2)
+    ids = prefer_packed(
+        request, levels=[lambda d: d.numa_nodes or None], spread=lambda d: d.attributes["pf"]
+    )
+    assert ids == ["v0", "v4"]

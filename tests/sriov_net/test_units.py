@@ -53,7 +53,7 @@ def test_pf_links_prefer_netlink_but_fall_back_to_sysfs(fake_host: FakeHost) -> 
     assert not links.read("0000:99:00.0").present
 
 
-def test_fingerprint_is_stable_until_the_host_changes_and_insists_until_rediscovered(
+def test_fingerprint_is_stable_until_the_host_changes(
     fake_host: FakeHost,
 ) -> None:
     intel_node(fake_host)
@@ -74,8 +74,6 @@ def test_fingerprint_is_stable_until_the_host_changes_and_insists_until_rediscov
     fake_host.bind(VF[0], "vfio-pci")  # rebinding changes it
     changed = leader.fingerprint(host)
     assert changed != baseline
-    insisting = leader.fingerprint(host)
-    assert insisting != changed and leader.fingerprint(host) != insisting
     rediscover()
     settled = leader.fingerprint(host)
     assert leader.fingerprint(host) == settled
