@@ -260,19 +260,33 @@ async def _discover(spec: PluginSpec[Any], args: argparse.Namespace) -> dict[str
     return report
 
 
+def _looks_same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["health"], a["numa"], a["attributes"]) == (b["health"], b["numa"], b["attributes"])
+
+
 def _print_report(report: dict[str, Any], show_all: bool) -> None:
     print(f"config: {report['config']}")
     for res in report["resources"]:
         devices = res["devices"]
         good = sum(1 for d in devices if d["health"] == "Healthy")
         print(f"\n{res['name']}: {len(devices)} devices ({good} healthy)")
-        shown = devices if show_all else devices[:20]
-        for d in shown:
+        # Consecutive devices that look the same (e.g. shared RDMA slots) print as one line.
+        groups: list[list[dict[str, Any]]] = []
+        for d in devices:
+            if groups and _looks_same(groups[-1][0], d):
+                groups[-1].append(d)
+            else:
+                groups.append([d])
+        shown = groups if show_all else groups[:20]
+        for group in shown:
+            d = group[0]
+            ident = d["id"] if len(group) == 1 else f"{d['id']}..{group[-1]['id']} ({len(group)})"
             numa = ",".join(str(n) for n in d["numa"]) or "-"
             attrs = " ".join(f"{k}={v}" for k, v in d["attributes"].items())
-            print(f"  {d['id']:<16} {d['health']:<9} numa={numa:<3} {attrs}".rstrip())
-        if len(devices) > len(shown):
-            print(f"  ... and {len(devices) - len(shown)} more (--all lists them)")
+            print(f"  {ident:<16} {d['health']:<9} numa={numa:<3} {attrs}".rstrip())
+        hidden = sum(len(g) for g in groups[len(shown):])
+        if hidden:
+            print(f"  ... and {hidden} more (--all lists them)")
         for key, reason in res["unhealthy_reasons"].items():
             print(f"  unhealthy {key}: {reason}")
     if report["not_advertised"]:
@@ -367,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"devplugin: {err}", file=sys.stderr)
         return EXIT_CONFIG
     full = _plugin_parser(args.command, spec).parse_args(rest)
-    setup_logging(full.log_format, "warning" if args.command == "validate" else full.log_level)
+    quiet = args.command in ("validate", "discover") and full.log_level == "info"
+    setup_logging(full.log_format, "warning" if quiet else full.log_level)
     if args.command == "validate":
         if not full.config_file and not spec.default_config_file:
             print("devplugin: validate needs --config-file", file=sys.stderr)
