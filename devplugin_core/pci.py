@@ -32,6 +32,7 @@ __all__ = [
     "RdmaPort",
     "bridges_of",
     "pci_class",
+    "rdma_char_devices_of",
     "rdma_char_index",
     "scan_pci",
 ]
@@ -363,6 +364,36 @@ def rdma_char_index(host: HostFS, reader: _Reader | None = None) -> dict[str, li
                     r.problem(f"ignoring {class_dir}/{entry}/ibdev: invalid name {ibdev[:40]!r}")
                 continue
             port = r.int_attr(f"{class_dir}/{entry}/port") if m[1] in ("umad", "issm") else None
+            index.setdefault(ibdev, []).append(CharDevice(m[1], entry, port))
+    order = {"ucm": 0, "issm": 1, "umad": 2, "uverbs": 3}
+    for devs in index.values():
+        devs.sort(key=lambda c: (order[c.kind], c.port or 0, len(c.name), c.name))
+    return index
+
+
+def rdma_char_devices_of(host: HostFS, address: str) -> dict[str, list[CharDevice]]:
+    """The char devices of one PCI function's RDMA devices, from the class devices below the
+    function itself (``<bdf>/infiniband_verbs/uverbsN``...) — O(1) in the host size, unlike
+    :func:`rdma_char_index`, so it suits the Allocate path (blocking; raises HostReadError)."""
+    base = f"{SYS_PCI_DEVICES}/{address}"
+    index: dict[str, list[CharDevice]] = {}
+    for cls, kinds in (
+        ("infiniband_cm", ("ucm",)),
+        ("infiniband_mad", ("issm", "umad")),
+        ("infiniband_verbs", ("uverbs",)),
+    ):
+        for entry in host.listdir(f"{base}/{cls}"):
+            m = _CHARDEV.match(entry)
+            if not m or m[1] not in kinds:
+                continue
+            ibdev = host.read_attr(f"{base}/{cls}/{entry}/ibdev")
+            if not ibdev or not _IBDEV.match(ibdev):
+                continue
+            port = (
+                host.read_int(f"{base}/{cls}/{entry}/port")
+                if m[1] != "uverbs" and m[1] != "ucm"
+                else None
+            )
             index.setdefault(ibdev, []).append(CharDevice(m[1], entry, port))
     order = {"ucm": 0, "issm": 1, "umad": 2, "uverbs": 3}
     for devs in index.values():

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan, RdmaDevice
-from devplugin_core.pci import SYS_PCI_DEVICES, rdma_char_index
+from devplugin_core.pci import SYS_PCI_DEVICES, rdma_char_devices_of
 from devplugin_core.rdma import rdma_nodes
 
 __all__ = [
@@ -84,7 +84,7 @@ def read_state(host: HostFS, address: str) -> FunctionState | None:
         noiommu = host.read_attr(f"/sys/kernel/iommu_groups/{group}/name") == "vfio-noiommu"
     uio = tuple(n for n in host.listdir(f"{base}/uio") if n.startswith("uio") and n[3:].isdigit())
     names = [n for n in host.listdir(f"{base}/infiniband") if host.is_dir(f"{base}/infiniband/{n}")]
-    chars = rdma_char_index(host) if names else {}
+    chars = rdma_char_devices_of(host, address) if names else {}
     return FunctionState(
         address=address,
         driver=host.link_name(f"{base}/driver") or "",

@@ -130,3 +130,14 @@ def test_noiommu_group_and_uio(fake_host):
     scan = scan_pci(fake_host.host)
     assert scan.devices["0000:00:05.0"].iommu_noiommu
     assert scan.devices["0000:00:06.0"].uio == ("uio3",)
+
+
+def test_char_devices_of_one_function_match_the_global_index(fake_host):
+    from devplugin_core.pci import rdma_char_devices_of, rdma_char_index
+
+    build(fake_host)
+    host = fake_host.host
+    everything = rdma_char_index(host)
+    assert rdma_char_devices_of(host, "0000:86:00.0") == {"mlx5_1": everything["mlx5_1"]}
+    assert rdma_char_devices_of(host, "0000:3b:00.0") == {"mlx5_0": everything["mlx5_0"]}
+    assert rdma_char_devices_of(host, "0000:01:00.0") == {}
