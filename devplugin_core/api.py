@@ -304,6 +304,7 @@ class PluginSpec(Generic[C]):
     preflight: Callable[[C, PluginContext], None] | None = None
     on_start: Callable[[C, PluginContext], None] | None = None
     demo: Callable[[Any], Mapping[str, Any] | None] | None = None
+    #: Where the plugin's documentation lives (a path in its source tree or a URL).
     docs: str = ""
 
     def resources(self, config: C, ctx: PluginContext) -> ResourceSet:

@@ -191,7 +191,8 @@ def cmd_list() -> int:
     for name, spec in plugins.items():
         config = spec.default_config_file or ("optional" if spec.config_optional else "required")
         port = f":{spec.default_metrics_port}" if spec.default_metrics_port else "off"
-        print(f"{name:<{width}}  {spec.summary}  [config {config}, metrics {port}]")
+        docs = f", docs {spec.docs}" if spec.docs else ""
+        print(f"{name:<{width}}  {spec.summary}  [config {config}, metrics {port}{docs}]")
     return EXIT_OK
 
 

@@ -241,15 +241,7 @@ class PluginRuntime(Generic[C]):
         self._set_collectors(resource_set.collectors)
         for resource in resource_set.resources:
             self.resources[resource.name] = self._new_resource(resource)
-        await self.discover_once()
-        await asyncio.gather(*(self.check_health_once(n) for n in self.resources))
-        if self.cdi is not None:
-            await in_thread(
-                self._bg_pool,
-                30,
-                self.cdi.cleanup,
-                [rt.cdi for rt in self.resources.values() if rt.cdi],
-            )
+        await self._refresh()
         await self._start_http()
         self._watch = KubeletWatch(
             [self.options.kubelet_dir, self.endpoint_config.socket_dir],
@@ -413,6 +405,14 @@ class PluginRuntime(Generic[C]):
 
     # ------------------------------------------------------------------------------------------
     # discovery
+    async def _refresh(self) -> None:
+        """Discover, check every resource's health once, and drop CDI specs of gone resources."""
+        await self.discover_once()
+        await asyncio.gather(*(self.check_health_once(n) for n in self.resources))
+        if self.cdi is not None:
+            kinds = [rt.cdi for rt in self.resources.values() if rt.cdi]
+            await in_thread(self._bg_pool, 30, self.cdi.cleanup, kinds)
+
     def _validated(
         self,
         resource: Resource,
@@ -710,15 +710,7 @@ class PluginRuntime(Generic[C]):
             self.resources[name] = self._new_resource(resource=new[name])
         self.loaded, self.resource_set = loaded, resource_set
         self._set_collectors(resource_set.collectors)
-        await self.discover_once()
-        await asyncio.gather(*(self.check_health_once(n) for n in self.resources))
-        if self.cdi is not None:
-            await in_thread(
-                self._bg_pool,
-                30,
-                self.cdi.cleanup,
-                [rt.cdi for rt in self.resources.values() if rt.cdi],
-            )
+        await self._refresh()
         for name in added:
             if self._started and not self._stopped.is_set():
                 self._start_resource(name)

@@ -86,5 +86,5 @@ SPEC: PluginSpec[RdmaSharedConfig] = PluginSpec(
     default_metrics_port=9461,
     preflight=check_netns_mode,
     demo=add_demo_hcas,
-    docs=__doc__ or "",
+    docs="plugins/rdma_shared/README.md",
 )
