@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -47,15 +48,45 @@ class HttpServer:
         self.registry = registry
         self.ready = ready
         self.ssl: ssl.SSLContext | None = None
+        self._tls_files = (certfile or "", keyfile or "")
+        self._tls_stamp: tuple[float, float] = (0.0, 0.0)
         if certfile or keyfile:
             if not (certfile and keyfile):
                 raise ValueError("--metrics-tls-cert and --metrics-tls-key must be given together")
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(certfile, keyfile)
             self.ssl = context
+            self.reload_tls()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
+
+    def _stamp(self) -> tuple[float, float]:
+        return tuple(os.stat(f).st_mtime for f in self._tls_files)  # type: ignore[return-value]
+
+    def reload_tls(self, *, only_if_changed: bool = False) -> bool:
+        """(Re)load the certificate and key; new connections use them. Returns True if loaded.
+
+        A broken pair on a reload is logged and the previous certificate keeps serving.
+        """
+        if self.ssl is None:
+            return False
+        certfile, keyfile = self._tls_files
+        try:
+            stamp = self._stamp()
+            if only_if_changed and stamp == self._tls_stamp:
+                return False
+            self.ssl.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as err:
+            if self._tls_stamp == (0.0, 0.0):
+                raise ValueError(f"cannot load metrics TLS certificate {certfile}: {err}") from err
+            log.error(
+                "cannot reload metrics TLS certificate %s (keeping the old one): %s", certfile, err
+            )
+            return False
+        if self._tls_stamp != (0.0, 0.0):
+            log.info("reloaded metrics TLS certificate %s", certfile)
+        self._tls_stamp = stamp
+        return True
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

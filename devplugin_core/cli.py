@@ -285,7 +285,7 @@ def _print_report(report: dict[str, Any], show_all: bool) -> None:
             numa = ",".join(str(n) for n in d["numa"]) or "-"
             attrs = " ".join(f"{k}={v}" for k, v in d["attributes"].items())
             print(f"  {ident:<16} {d['health']:<9} numa={numa:<3} {attrs}".rstrip())
-        hidden = sum(len(g) for g in groups[len(shown):])
+        hidden = sum(len(g) for g in groups[len(shown) :])
         if hidden:
             print(f"  ... and {hidden} more (--all lists them)")
         for key, reason in res["unhealthy_reasons"].items():

@@ -162,6 +162,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.config_valid = Gauge(
+            "devplugin_config_valid",
+            "1 while the config file on disk is the one served; 0 while a rejected config sits "
+            "on disk (the previous one keeps serving).",
+            registry=r,
+        )
         self.config_last_success = Gauge(
             "devplugin_config_last_reload_success_timestamp_seconds",
             "Unix time of the last config load that was applied.",

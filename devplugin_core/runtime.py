@@ -238,11 +238,12 @@ class PluginRuntime(Generic[C]):
         log.info("effective config: %s", json.dumps(encode(loaded.config), sort_keys=True))
         self.metrics.config_reloads.labels("ok").inc()
         self.metrics.config_last_success.set(time.time())
+        self.metrics.config_valid.set(1)
         self._set_collectors(resource_set.collectors)
         for resource in resource_set.resources:
             self.resources[resource.name] = self._new_resource(resource)
+        await self._start_http()  # probes answer ("starting") while discovery runs
         await self._refresh()
-        await self._start_http()
         self._watch = KubeletWatch(
             [self.options.kubelet_dir, self.endpoint_config.socket_dir],
             self.options.kubelet_poll_interval,
@@ -317,7 +318,9 @@ class PluginRuntime(Generic[C]):
         self._stopped.set()
 
     def _on_sighup(self) -> None:
-        log.info("received SIGHUP, reloading the config")
+        log.info("received SIGHUP, reloading the config (and the metrics TLS certificate)")
+        if self.http is not None:
+            self.http.reload_tls()
         self._spawn(f"reload-{time.monotonic()}", self.reload("sighup"), supervised=False)
 
     def _spawn(self, name: str, coro: Any, *, supervised: bool = True) -> asyncio.Task[Any]:
@@ -394,14 +397,30 @@ class PluginRuntime(Generic[C]):
             address = f":{port}" if port else ""
         if not address:
             return
-        self.http = HttpServer(
-            address,
-            self.registry,
-            self.ready,
-            certfile=self.options.metrics_tls_cert,
-            keyfile=self.options.metrics_tls_key,
-        )
-        await self.http.start()
+        try:
+            self.http = HttpServer(
+                address,
+                self.registry,
+                self.ready,
+                certfile=self.options.metrics_tls_cert,
+                keyfile=self.options.metrics_tls_key,
+            )
+            await self.http.start()
+        except ValueError as err:
+            raise DevicePluginError(f"metrics endpoint: {err}") from None
+        except OSError as err:
+            raise DevicePluginError(
+                f"cannot serve metrics on {address!r}: {err.strerror or err}"
+            ) from None
+        if self.http.ssl is not None:
+            self._spawn("tls-watch", self._tls_watch_loop())
+
+    async def _tls_watch_loop(self) -> None:
+        """Pick up rotated certificates (cert-manager, kubelet-style rotation) within a minute."""
+        while True:
+            await asyncio.sleep(60)
+            if self.http is not None:
+                self.http.reload_tls(only_if_changed=True)
 
     # ------------------------------------------------------------------------------------------
     # discovery
@@ -661,10 +680,12 @@ class PluginRuntime(Generic[C]):
                     await asyncio.to_thread(self.spec.preflight, loaded.config, self.context)
             except DevicePluginError as err:
                 self.metrics.config_reloads.labels("failed").inc()
+                self.metrics.config_valid.set(0)
                 log.error(
                     "config reload (%s) rejected, keeping the running config: %s", reason, err
                 )
                 return False
+            self.metrics.config_valid.set(1)
             if self.loaded is not None and loaded.digest == self.loaded.digest:
                 return False
             for warning in loaded.warnings:

@@ -413,3 +413,66 @@ async def test_fingerprint_change_triggers_rediscovery(fake_host, fake_kubelet):
             await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)  # ...the poll sees it
         finally:
             type(discoverer).fingerprint = Discoverer.fingerprint  # type: ignore[method-assign]
+
+
+def _self_signed(directory, name):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def _served_cn(port: int) -> str:
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    import subprocess
+
+    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"],
+                          input=der, capture_output=True, check=True).stdout.decode()
+    return text.strip().rsplit("=", 1)[-1].strip()
+
+
+async def test_metrics_over_tls_and_certificate_rotation(fake_host, fake_kubelet, tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    add_gadgets(fake_host, 1)
+    cert, key = _self_signed(tmp_path, "first")
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES),
+                          metrics_address="127.0.0.1:0", metrics_tls_cert=str(cert),
+                          metrics_tls_key=str(key)) as runtime:
+        port = runtime.http.port  # type: ignore[union-attr]
+        assert await asyncio.to_thread(_served_cn, port) == "first"
+        new_cert, new_key = _self_signed(tmp_path, "second")
+        os.replace(new_cert, cert)
+        os.replace(new_key, key)
+        assert runtime.http.reload_tls(only_if_changed=True)  # type: ignore[union-attr]
+        assert await asyncio.to_thread(_served_cn, port) == "second"
+        cert.write_text("garbage")
+        assert not runtime.http.reload_tls()  # type: ignore[union-attr]
+        assert await asyncio.to_thread(_served_cn, port) == "second"  # old one keeps serving
+
+
+async def test_config_valid_gauge_follows_the_file_on_disk(fake_host, fake_kubelet):
+    add_gadgets(fake_host, 1)
+    path = os.path.join(os.path.dirname(fake_kubelet.directory), "gadget.json")
+    write_config(path, config(RES))
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=path, watch_config=False) as rt:
+        assert rt.registry.get_sample_value("devplugin_config_valid") == 1
+        write_config(path, {"resources": [{"name": 1}]})
+        assert not await rt.reload()
+        assert rt.registry.get_sample_value("devplugin_config_valid") == 0
+        write_config(path, config(RES))  # back to what is served
+        assert not await rt.reload()
+        assert rt.registry.get_sample_value("devplugin_config_valid") == 1

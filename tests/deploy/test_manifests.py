@@ -397,6 +397,7 @@ def test_configmap_is_mounted_where_the_plugin_reads_it(plugin, tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning" not in result.stderr  # upstream's keys are all understood
 
 
 def test_rdma_configmap_is_the_rdma_engineers_file():
@@ -463,10 +464,34 @@ def test_prometheus_rule_has_the_alerts_that_matter(plugin):
         assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
     assert "devplugin_registered" in alerts["DevicePluginNotRegistered"]["expr"]
     assert 'health="unhealthy"' in alerts["DevicePluginDevicesUnhealthy"]["expr"]
-    assert 'result="failed"' in alerts["DevicePluginConfigReloadFailing"]["expr"]
+    assert "devplugin_config_valid" in alerts["DevicePluginConfigReloadFailing"]["expr"]
 
 
 def test_base_is_not_an_overlay():
     # the base names no plugin: applying it alone would start "devplugin run PLUGIN"
     text = Path(DEPLOY / "base" / "daemonset.yaml").read_text()
     assert '"PLUGIN"' in text
+
+
+def test_readme_rebel_npu_without_rbln_smi_config_is_valid(tmp_path):
+    readme = (DEPLOY / "README.md").read_text()
+    section = readme.split("### rebel-npu without rbln-smi", 1)[1]
+    snippet = re.search(r"```json\n(.*?)\n```", section, re.S).group(1)
+    path = tmp_path / "config.json"
+    path.write_text("{" + snippet + "}")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devplugin_core",
+            "validate",
+            "rebel-npu",
+            "--config-file",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning" not in result.stderr  # no unknown keys

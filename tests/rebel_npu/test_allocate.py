@@ -36,8 +36,10 @@ async def test_allocate_contents(
     assert dict(reply.envs) == {
         "PCIDEVICE_REBELLIONS_AI_ATOM": ids,
         "PCI_RESOURCE_REBELLIONS_AI_ATOM": ids,
-        "PCIDEVICE_REBELLIONS_AI_ATOM_INFO": '{"0000:13:00.0":{"rebellions":{"mount":"/dev/rbln0"}},'
-        '"0000:24:00.0":{"rebellions":{"mount":"/dev/rbln3"}}}',
+        "PCIDEVICE_REBELLIONS_AI_ATOM_INFO": (
+            '{"0000:13:00.0":{"rebellions":{"mount":"/dev/rbln0"}},'
+            '"0000:24:00.0":{"rebellions":{"mount":"/dev/rbln3"}}}'
+        ),
         "RBLN_DEVICES": "0,3",
     }
     assert smi.groups()[CA22[0]] == smi.groups()[CA22[3]] == "1"
