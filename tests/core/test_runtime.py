@@ -419,9 +419,26 @@ def _self_signed(directory, name):  # type: ignore[no-untyped-def]
     import subprocess
 
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -432,13 +449,19 @@ def _served_cn(port: int) -> str:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            context.wrap_socket(raw) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     import subprocess
 
-    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"],
-                          input=der, capture_output=True, check=True).stdout.decode()
+    text = subprocess.run(
+        ["openssl", "x509", "-inform", "DER", "-noout", "-subject"],
+        input=der,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return text.strip().rsplit("=", 1)[-1].strip()
 
 
@@ -449,9 +472,15 @@ async def test_metrics_over_tls_and_certificate_rotation(fake_host, fake_kubelet
         pytest.skip("openssl is not installed")
     add_gadgets(fake_host, 1)
     cert, key = _self_signed(tmp_path, "first")
-    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES),
-                          metrics_address="127.0.0.1:0", metrics_tls_cert=str(cert),
-                          metrics_tls_key=str(key)) as runtime:
+    async with run_plugin(
+        SPEC,
+        fake_host,
+        fake_kubelet,
+        config=config(RES),
+        metrics_address="127.0.0.1:0",
+        metrics_tls_cert=str(cert),
+        metrics_tls_key=str(key),
+    ) as runtime:
         port = runtime.http.port  # type: ignore[union-attr]
         assert await asyncio.to_thread(_served_cn, port) == "first"
         new_cert, new_key = _self_signed(tmp_path, "second")
