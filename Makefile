@@ -35,9 +35,11 @@ sysdeps:
 demo: setup
 	$(BIN)/devplugin demo
 
+LINT_DIRS := $(wildcard devplugin_core plugins tests examples bench scripts)
+
 lint: setup
-	$(BIN)/ruff check devplugin_core plugins tests examples bench scripts
-	$(BIN)/ruff format --check devplugin_core plugins tests examples bench scripts
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: setup
 	$(BIN)/mypy devplugin_core plugins

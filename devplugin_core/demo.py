@@ -212,6 +212,8 @@ async def _demo(once: bool, names: list[str], port_base: int | None) -> int:
             print(f"{RED}{p.spec.name} did not become ready; its log:{RESET}\n{_tail(p.log)}")
         if failed:
             return 1
+        for resource in list(kubelet.connections):  # /readyz can beat the first device list
+            await kubelet.wait_for_registration(resource)
         print(f"\n{BOLD}What the kubelet sees{RESET} (ListAndWatch, per resource)")
         for resource in sorted(kubelet.connections):
             _print_devices(resource, kubelet.devices(resource))

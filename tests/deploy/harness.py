@@ -209,7 +209,8 @@ async def simulated_node(
     plugins: Sequence[str], *, pod_resources: bool = True, **kwargs: Any
 ) -> AsyncIterator[tuple[Node, FakeKubelet, FakePodResources | None, dict[str, PluginProcess]]]:
     """Start a fake kubelet (and PodResources server) and every plugin in ``plugins``; yield
-    once all of them answer ``/readyz`` 200."""
+    once all of them answer ``/readyz`` 200 and the kubelet holds every resource's first
+    device list (``/readyz`` turns 200 when Register returns, which can beat that list)."""
     node = Node.create(plugins)
     kubelet = FakeKubelet(node.kubelet_dir)
     pods = FakePodResources(node.pod_socket) if pod_resources else None
@@ -221,6 +222,8 @@ async def simulated_node(
         for name in plugins:
             processes[name] = start_plugin(name, node, **kwargs)
         await asyncio.gather(*(p.wait_ready() for p in processes.values()))
+        for resource in list(kubelet.connections):
+            await kubelet.wait_for_registration(resource)
         yield node, kubelet, pods, processes
     finally:
         await asyncio.gather(

@@ -319,6 +319,8 @@ async def test_real_prometheus_scrapes_plugins_and_evaluates_alerts(tmp_path):
         held: dict[str, tuple[str, str]] = {}
         pods = FakePodResources(node.pod_socket)
         for n, resource in enumerate(sorted(kubelet.connections)):
+            if not kubelet.devices(resource):
+                continue
             device = kubelet.devices(resource)[-1].ID
             pods.assignments.append(
                 PodAssignment("ml", f"trainer-{n}", "main", resource, (device,))
