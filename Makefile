@@ -52,8 +52,10 @@ test: lint typecheck unit
 bench: setup
 	$(BIN)/python bench/run_all.py
 
+# The fault suite's soak-marked tests at full length: 100 kubelet restarts per plugin and a
+# longer hostile-config fuzz (make test runs the same tests with ~20 restarts, 400 examples).
 soak: setup
-	DEVPLUGIN_SOAK_RESTARTS=100 $(BIN)/pytest -q -m soak tests
+	DEVPLUGIN_SOAK_RESTARTS=100 DEVPLUGIN_FUZZ_EXAMPLES=3000 $(BIN)/pytest -q -m soak tests
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py

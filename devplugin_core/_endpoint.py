@@ -7,6 +7,12 @@ trouble -> stop the server (which unlinks the socket) -> start over. Trouble is:
 deleted or replaced, ``kubelet.sock`` recreated with a new inode (kubelet restart), or our
 ListAndWatch stream ending with no new one within a grace period (the kubelet never re-dials).
 
+Two instances on one node (a rolling update with surge) each register; a kubelet that drops the
+older connection for the newer registration ends our stream. Re-registering then would take the
+resource back, the other instance would do the same three seconds later, and so on: so when a
+*newer* instance of this resource serves a live socket in our directory, the endpoint stands by
+instead, and registers again only once that socket goes away (or the kubelet restarts).
+
 :class:`KubeletWatch` turns inotify events on the socket directories (watchdog) plus a slow
 fallback poll into a broadcast :class:`Signal` that every endpoint re-checks on.
 """
@@ -18,6 +24,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -204,6 +211,9 @@ def socket_name(resource: str, instance: str, directory: str = "") -> str:
     return f"devplugin-{stem}-{digest}-{instance}.sock"
 
 
+_SOCKET_NAME = re.compile(r"^devplugin-.*-(?P<digest>[0-9a-f]{8})-(?P<instance>[^-/]+)\.sock$")
+
+
 class Endpoint:
     """Serves and registers one resource until cancelled; restarts itself on trouble."""
 
@@ -285,6 +295,34 @@ class Endpoint:
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+    async def _newer_instance(self) -> str | None:
+        """The live socket of another instance serving this resource, bound after ours (or
+        ``None``): the instance a kubelet dropped our stream for."""
+        own = _SOCKET_NAME.match(self.name)
+        try:
+            own_stat = os.stat(self.path)
+            names = os.listdir(self.config.socket_dir)
+        except OSError:
+            return None
+        if own is None:
+            return None
+        newer = []
+        for name in names:
+            match = _SOCKET_NAME.match(name)
+            if name == self.name or match is None or match["digest"] != own["digest"]:
+                continue
+            path = os.path.join(self.config.socket_dir, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_mtime_ns, name) > (own_stat.st_mtime_ns, self.name):
+                newer.append(path)
+        for path in sorted(newer):
+            if await asyncio.to_thread(socket_is_live, path):
+                return path
+        return None
 
     def _on_watcher_status(self, registered: bool, error: str) -> None:
         self._watcher_status.put_nowait((registered, error))
@@ -400,6 +438,7 @@ class Endpoint:
             registered_at = time.monotonic()
             had_stream = rt.streams > 0
             zero_since: float | None = None if had_stream else registered_at
+            standing_by: str | None = None  # the newer instance's socket we yield to
             seen = wake.generation
             while True:
                 if _inode(self.path) != own_inode:
@@ -414,6 +453,9 @@ class Endpoint:
                 if rt.streams > 0:
                     had_stream = True
                     zero_since = None
+                    if standing_by is not None:
+                        standing_by = None
+                        self._set_registered(True)
                 elif zero_since is None:
                     zero_since = now
                 timeout: float | None = None
@@ -421,8 +463,22 @@ class Endpoint:
                     if had_stream:
                         timeout = zero_since + self.config.stream_grace - now
                         if timeout <= 0:
-                            log.warning("%s: ListAndWatch stream ended and none reopened", rt.name)
-                            return "stream_ended"
+                            newer = await self._newer_instance()
+                            if newer is None:
+                                log.warning(
+                                    "%s: ListAndWatch stream ended and none reopened", rt.name
+                                )
+                                return "stream_ended"
+                            if newer != standing_by:
+                                log.warning(
+                                    "%s: ListAndWatch stream ended; a newer instance serves "
+                                    "this resource on %s: standing by until it goes away",
+                                    rt.name,
+                                    newer,
+                                )
+                                standing_by = newer
+                                self._set_registered(False)
+                            timeout = None  # re-checked on directory changes and polls
                     else:
                         timeout = registered_at + self.config.stream_timeout - now
                         if timeout <= 0:

@@ -81,6 +81,7 @@ class DiscoveryPass:
     def __init__(self, host: HostFS) -> None:
         self.host = host
         self.rejections: list[Rejection] = []
+        self._rejected: set[Rejection] = set()  # O(1) dedup: a big host has 1000s of these
         self._cache: dict[Hashable, Any] = {}
 
     def cached(self, key: Hashable, factory: Callable[[], T]) -> T:
@@ -93,7 +94,8 @@ class DiscoveryPass:
     def reject(self, subject: str, reason: str, resource: str = "") -> None:
         """Record that ``subject`` (a PCI address, netdev...) was left out, and why."""
         item = Rejection(subject, reason, resource)
-        if item not in self.rejections:
+        if item not in self._rejected:
+            self._rejected.add(item)
             self.rejections.append(item)
 
 

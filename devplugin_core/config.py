@@ -171,7 +171,10 @@ class DecodeContext:
                 )
             if value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(path, "must be a finite number", value)
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer literal beyond the float range
+                raise ConfigError(path, "number out of range", value) from None
         if hint is str:
             if not isinstance(value, str):
                 raise ConfigError(
@@ -179,6 +182,12 @@ class DecodeContext:
                 )
             if "\0" in value:
                 raise ConfigError(path, "must not contain NUL characters", value)
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a JSON "\ud800" escape: protobuf could not send it
+                raise ConfigError(
+                    path, "must be valid Unicode text (an unpaired surrogate)", value
+                ) from None
             return value
         raise TypeError(f"config field {path}: unsupported type hint {hint!r}")
 
@@ -328,12 +337,16 @@ def parse_text(text: str, source: str = "<config>") -> Any:
             json_error = f"line {err.lineno} column {err.colno}: {err.msg}"
             if text.lstrip().startswith(("{", "[")):
                 raise ConfigError("", f"invalid JSON at {json_error}", source=source) from None
+        except ValueError as err:  # e.g. an integer literal past the interpreter's digit limit
+            raise ConfigError("", f"invalid JSON: {err}", source=source) from None
     import yaml  # imported only when a config is YAML
 
     try:
         return yaml.safe_load(text)
     except RecursionError:
         raise ConfigError("", "config nested too deeply", source=source) from None
+    except ValueError as err:  # an integer past the digit limit (PyYAML lets int() raise)
+        raise ConfigError("", f"invalid YAML: {err}", source=source) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

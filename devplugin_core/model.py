@@ -210,6 +210,17 @@ class Device:
         if not self.cdi_name:
             object.__setattr__(self, "cdi_name", self.id)
 
+    def with_id(self, device_id: str) -> Device:
+        """This device under another ID (checked), everything else shared: a cheap way to
+        build thousands of identical devices such as shared slots. ``health_key`` and
+        ``cdi_name`` are kept as they are (set them explicitly on the template)."""
+        check_device_id(device_id)
+        clone = object.__new__(Device)
+        for name in Device.__slots__:
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "id", device_id)
+        return clone
+
 
 def check_device_id(device_id: str) -> None:
     """Raise ValueError unless ``device_id`` is a usable kubelet device ID."""

@@ -360,7 +360,9 @@ def rdma_char_index(host: HostFS, reader: _Reader | None = None) -> dict[str, li
                 continue
             ibdev = r.attr(f"{class_dir}/{entry}/ibdev")
             if not ibdev or not _IBDEV.match(ibdev):
-                if ibdev is not None:
+                if ibdev is None:  # listed, but nothing behind it: a dangling class link
+                    r.problem(f"ignoring {class_dir}/{entry}: no ibdev attribute (dangling link?)")
+                else:
                     r.problem(f"ignoring {class_dir}/{entry}/ibdev: invalid name {ibdev[:40]!r}")
                 continue
             port = r.int_attr(f"{class_dir}/{entry}/port") if m[1] in ("umad", "issm") else None

@@ -442,6 +442,7 @@ class PluginRuntime(Generic[C]):
         """Devices whose edits pass the host-path rules; the rest are advertised Unhealthy."""
         validator = EditsValidator(self.host, resource)
         verdicts: dict[int, str | None] = {}
+        refused: dict[str, list[str]] = {}  # problem -> device IDs (one log line per problem)
         out = []
         for device in devices:
             edits = device.edits
@@ -455,11 +456,14 @@ class PluginRuntime(Generic[C]):
                         verdicts[key] = str(err)
                 problem = verdicts[key]
                 if problem is not None:
-                    message = f"{resource.name}: device {device.id} advertised Unhealthy: {problem}"
-                    problems.add(message)
+                    refused.setdefault(problem, []).append(device.id)
                     invalid[device.id] = problem
                     device = dataclasses.replace(device, healthy=False)
             out.append(device)
+        for problem, ids in refused.items():
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            noun = "device" if len(ids) == 1 else f"{len(ids)} devices"
+            problems.add(f"{resource.name}: {noun} {shown} advertised Unhealthy: {problem}")
         return out
 
     def _discover_blocking(self, resources: dict[str, Resource]) -> _PassResult:

@@ -51,7 +51,14 @@ class ResourceState:
         """Replace the snapshot if it differs; returns True when a new version was published."""
         devices = tuple(devices)
         old = self.snapshot
-        if old.version and old.devices == devices and old.health == health:
+        # Lengths first: tuple equality compares items before sizes, and 10 000 fresh Device
+        # values (a discovery pass) would each be compared field by field.
+        if (
+            old.version
+            and len(old.devices) == len(devices)
+            and old.devices == devices
+            and old.health == health
+        ):
             return False
         self.snapshot = Snapshot(old.version + 1, devices, MappingProxyType(dict(health)))
         changed, self._changed = self._changed, asyncio.Event()

@@ -6,7 +6,8 @@ form one bag: slot IDs are upstream's ``"0"`` … ``"N-1"`` (kubelet checkpoints
 a node swaps the upstream plugin for this one), and every slot carries the *same*
 :class:`~devplugin_core.ContainerEdits` object (every char device of every matched HCA,
 ``rdma_cm`` once), one health key and one CDI name. The slot tuple is rebuilt only when
-something it shows changed, so rescans of a 100 000-slot resource cost one comparison.
+something it shows changed, so rescans of a 100 000-slot resource cost one comparison (and a
+changed ``rdmaHcaMax`` only builds or drops the difference).
 """
 
 from __future__ import annotations
@@ -127,16 +128,26 @@ class SharedHcaDiscoverer(Discoverer):
             "netdevs": ",".join(h.ref.netdev for h in matched if h.ref.netdev) or "-",
             "device_nodes": str(len(nodes)),
         }
-        identity = (count, tuple(nodes.values()), numa, key, tuple(attributes.items()))
-        if self._cached is not None and self._cached[0] == identity:
-            return self._cached[1]
-        edits = ContainerEdits(device_nodes=tuple(nodes.values()))
-        devices = tuple(
-            Device(
-                str(i), numa, edits=edits, attributes=attributes, health_key=key, cdi_name=CDI_NAME
+        identity = (tuple(nodes.values()), numa, key, tuple(attributes.items()))
+        old = self._cached[1] if self._cached is not None and self._cached[0] == identity else ()
+        if len(old) == count:
+            return old
+        if len(old) > count:  # only rdmaHcaMax went down: keep the first slots
+            devices = old[:count]
+        else:  # first build, something the slots show changed, or rdmaHcaMax went up
+            template = (
+                old[0]
+                if old
+                else Device(
+                    "0",
+                    numa,
+                    edits=ContainerEdits(device_nodes=tuple(nodes.values())),
+                    attributes=attributes,
+                    health_key=key,
+                    cdi_name=CDI_NAME,
+                )
             )
-            for i in range(count)
-        )
+            devices = old + tuple(template.with_id(str(i)) for i in range(len(old), count))
         self._cached = (identity, devices)
         return devices
 

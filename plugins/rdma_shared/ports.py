@@ -145,12 +145,17 @@ def hca_down_reason(host: HostFS, hca: HcaRef) -> str | None:
     up = False
     for port in hca.ports:
         status = read_port(host, port)
-        if status is None:
-            states.append(f"{port.ibdev} port {port.number} vanished")
+        name = f"{port.ibdev} port {port.number}"
+        if status is None and not host.exists(port.path):
+            states.append(f"{name} vanished")
+        elif status is None:  # the port is there, its state file is missing or unreadable
+            states.append(f"{name} state unreadable ({port.path}/state)")
         elif status.active:
             up = True
+        elif status.state_id == 0:  # empty or not the kernel's "N: NAME" format
+            states.append(f"{name} state unreadable ({port.path}/state: {status.state[:40]!r})")
         else:
-            states.append(f"{port.ibdev} port {port.number} {status.describe()}")
+            states.append(f"{name} {status.describe()}")
     if not hca.ports:
         states.append("no RDMA ports")
     if not up:

@@ -56,12 +56,19 @@ class DeviceInfoFiles:
 
     def write(self, resource: str, device_id: str, rdma_devices: Sequence[str] = ()) -> str:
         """Replace the file of ``device_id`` atomically; returns its path. Raises OSError."""
-        os.makedirs(self.directory, exist_ok=True)
         target = self.path(resource, device_id)
+        content = self.content(device_id, rdma_devices)
+        try:  # a VF handed out again: its file is already there and current (a cheap read)
+            with open(target, "rb") as current:
+                if current.read(len(content) + 1) == content:
+                    return target
+        except OSError:
+            pass
+        os.makedirs(self.directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".devinfo-", dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(self.content(device_id, rdma_devices))
+                fh.write(content)
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
         except BaseException:

@@ -114,6 +114,21 @@ def test_exact_key_wins_over_case_folded():
             "resourceList[0].ratio",
             "must be a number",
         ),
+        (
+            {"resourceList": [{"resourceName": "a", "ratio": 10**400}]},
+            "resourceList[0].ratio",
+            "number out of range",
+        ),
+        (
+            {"resourceList": [{"resourceName": "a", "additionalInfo": {"*": {"k": "\ud800"}}}]},
+            'resourceList[0].additionalInfo["*"]["k"]',
+            "valid Unicode",
+        ),
+        (
+            {"resourceList": [{"resourceName": "x\udfff"}]},
+            "resourceList[0].resourceName",
+            "Unicode",
+        ),
         ([], "", "must be an object"),
     ],
 )
@@ -161,6 +176,15 @@ def test_load_document_json_yaml_and_errors(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError):
         load_document(binary)
+
+
+@pytest.mark.parametrize("name", ["x.json", "x.yaml"])
+def test_integers_past_the_digit_limit_are_a_config_error(name):
+    with pytest.raises(ConfigError, match="invalid"):
+        parse_text(
+            '{"count": ' + "1" * 5000 + "}" if name.endswith("json") else "count: " + "1" * 5000,
+            name,
+        )
 
 
 def test_deep_nesting_is_a_config_error():

@@ -128,3 +128,33 @@ def test_edits_to_cdi():
 
 def test_natural_key():
     assert sorted(["rbln10", "rbln2", "rbln1"], key=natural_key) == ["rbln1", "rbln2", "rbln10"]
+
+
+def test_with_id_copies_a_device_under_a_checked_id():
+    from devplugin_core import Device
+
+    template = Device("0", (1,), attributes={"b": "2", "a": "1"}, health_key="k", cdi_name="c")
+    clone = template.with_id("41")
+    assert clone == Device(
+        "41", (1,), attributes={"a": "1", "b": "2"}, health_key="k", cdi_name="c"
+    )
+    assert clone.edits is template.edits and clone.attributes is template.attributes
+    with pytest.raises(ValueError):
+        template.with_id("not valid")
+
+
+def test_hand_written_device_encoding_matches_protobuf():
+    import itertools
+
+    from devplugin_core import Device
+    from devplugin_core._render import _device_bytes, device_message
+    from devplugin_core.model import Health
+
+    devices = [
+        Device("0"),
+        Device("x" * 63, (0, 1)),
+        Device("0000:3b:02.0", (3,)),
+        Device("7", (200,)),
+    ]
+    for device, health in itertools.product(devices, Health):
+        assert _device_bytes(device, health) == device_message(device, health).SerializeToString()

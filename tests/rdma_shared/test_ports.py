@@ -62,6 +62,16 @@ def test_down_reasons(node: FakeHost) -> None:
     assert "no RDMA ports" in str(hca_down_reason(node.host, HcaRef(IB, ())))
 
 
+def test_unreadable_port_state_names_the_file(node: FakeHost) -> None:
+    state = f"{ref(IB).ports[0].path}/state"
+    node.write(state, "banana\n")
+    assert hca_down_reason(node.host, ref(IB)) == (
+        f"{IB} (mlx5_2 port 1 state unreadable ({state}: 'banana'))"
+    )
+    node.remove(state)
+    assert hca_down_reason(node.host, ref(IB)) == f"{IB} (mlx5_2 port 1 state unreadable ({state}))"
+
+
 class FakeContext:
     def __init__(self, name: str) -> None:
         if name != "mlx5_0":
