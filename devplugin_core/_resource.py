@@ -103,6 +103,7 @@ class ResourceRuntime:
         self.state = ResourceState(resource.name)
         self.tracker = HealthTracker(resource.health.recover_after if resource.health else 2)
         self.devices: tuple[Device, ...] = ()
+        self.health_keys: frozenset[str] = frozenset()
         self.invalid: dict[str, str] = {}  # device ID -> why its edits were refused
         self.cdi: CdiKind | None = cdi_kind(resource.name) if cdi else None
         self.streams = 0
@@ -133,13 +134,13 @@ class ResourceRuntime:
                 continue
             seen[device.id] = device
         self.devices = tuple(seen.values())
-        self.tracker.observe({}, {d.health_key for d in self.devices})
+        self.health_keys = frozenset(d.health_key for d in self.devices)
+        self.tracker.forget(self.health_keys)
         return self.publish()
 
     def observe(self, observations: Mapping[str, Observation]) -> bool:
         """Apply one health check round; returns True if the snapshot changed."""
-        keys = {d.health_key for d in self.devices}
-        transitions = self.tracker.observe(observations, keys)
+        transitions = self.tracker.observe(observations, self.health_keys)
         for t in transitions:
             to = "healthy" if t.healthy else "unhealthy"
             self.metrics.transitions.labels(self.name, t.key, to).inc()
@@ -150,7 +151,7 @@ class ResourceRuntime:
         return self.publish() if transitions else False
 
     def publish(self) -> bool:
-        by_key = {k: self.tracker.is_healthy(k) for k in {d.health_key for d in self.devices}}
+        by_key = {k: self.tracker.is_healthy(k) for k in self.health_keys}
         good, bad = Health.HEALTHY, Health.UNHEALTHY
         health = {d.id: good if d.healthy and by_key[d.health_key] else bad for d in self.devices}
         return self.state.publish(self.devices, health)

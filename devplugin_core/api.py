@@ -245,12 +245,15 @@ class ResourceSet:
     ``rediscover_interval``: seconds between full rescans (0 disables). ``fingerprint_interval``:
     seconds between cheap :meth:`Discoverer.fingerprint` polls. ``collectors``: extra Prometheus
     collectors (objects with a ``collect()`` method) for plugin metrics, built at scrape time.
-    ``cdi_kind``: the CDI ``vendor/class`` per resource (default from the resource name).
+    ``max_skipped_rescans``: when every discoverer has a fingerprint, a periodic rescan whose
+    fingerprints show no change since the last pass is skipped — at most this many in a row, so
+    a full pass still runs at least every ``max_skipped_rescans + 1`` intervals (0: always scan).
     """
 
     resources: tuple[Resource, ...]
     rediscover_interval: float = 60.0
     fingerprint_interval: float = 5.0
+    max_skipped_rescans: int = 9
     collectors: tuple[Any, ...] = ()
     description: Mapping[str, Any] = field(default_factory=dict)
 

@@ -118,6 +118,11 @@ class Metrics:
             ["resource", "reason"],
             registry=r,
         )
+        self.rescans_skipped = Counter(
+            "devplugin_rescans_skipped_total",
+            "Periodic rescans skipped because every fingerprint was unchanged.",
+            registry=r,
+        )
         self.allocations = Counter(
             "devplugin_allocate_requests_total",
             "Allocate requests, by result.",

@@ -554,6 +554,7 @@ class PluginRuntime(Generic[C]):
             log.error("cannot write CDI specs to %s: %s", self.options.cdi_dir, err)
 
     async def _rediscover_loop(self) -> None:
+        skipped = 0
         while True:
             interval = self.resource_set.rediscover_interval if self.resource_set else 60.0
             if interval <= 0:
@@ -561,8 +562,33 @@ class PluginRuntime(Generic[C]):
                 continue
             seen = self.reloaded.generation
             await self.reloaded.wait(seen, timeout=interval)
-            if self.reloaded.generation == seen:
-                await self.discover_once()
+            if self.reloaded.generation != seen:
+                continue
+            limit = self.resource_set.max_skipped_rescans if self.resource_set else 0
+            if skipped < limit and await self._fingerprints_unchanged():
+                skipped += 1
+                self.metrics.rescans_skipped.inc()
+                continue
+            skipped = 0
+            await self.discover_once()
+
+    async def _fingerprints_unchanged(self) -> bool:
+        """True when every resource has a fingerprint and none changed since the last scan
+        (a full periodic rescan would then only re-read what is known not to have moved)."""
+        resources = {name: rt.resource for name, rt in self.resources.items()}
+        if not resources or any(
+            type(r.discoverer).fingerprint is Discoverer.fingerprint for r in resources.values()
+        ):
+            return False
+        if self._fingerprint_job.busy:
+            return False
+        try:
+            prints = await self._fingerprint_job.run(
+                self._bg_pool, 10, functools.partial(self._fingerprint_blocking, resources)
+            )
+        except TimeoutError:
+            return False
+        return bool(prints) and prints == self._fingerprints
 
     def _fingerprint_blocking(self, resources: dict[str, Resource]) -> dict[str, Hashable]:
         out: dict[str, Hashable] = {}

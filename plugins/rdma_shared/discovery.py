@@ -76,9 +76,11 @@ class SharedHcaDiscoverer(Discoverer):
         self.selector = build_selector(config.effective_selectors)
         self._cached: tuple[Hashable, tuple[Device, ...]] | None = None
         self._last_count = -1
+        self._rdma_functions: tuple[str, ...] = ()  # whose netdev names the fingerprint watches
 
     def discover(self, scan: DiscoveryPass) -> tuple[Device, ...]:
         inv = inventory(scan, self.state.problems)
+        self._rdma_functions = tuple(h.address for h in inv.hcas if h.rdma_devices)
         matched = []
         for hca in inv.hcas:
             why = self.selector.mismatch(hca.candidate)
@@ -152,8 +154,14 @@ class SharedHcaDiscoverer(Discoverer):
         return devices
 
     def fingerprint(self, host: HostFS) -> Hashable:
-        """PCI functions, RDMA devices and their char devices, and rdma_cm: a change (hot-plug,
-        driver load) triggers a rescan before the periodic one. Off when the interval is 0."""
+        """PCI functions, RDMA devices and their char devices, rdma_cm, and the netdev names of
+        RDMA functions (``ifNames``): a change (hot-plug, driver load, a udev rename) triggers a
+        rescan, and while nothing changes the periodic rescans are skipped (a full pass still
+        runs every tenth interval). Off when the interval is 0."""
         if not self.hotplug:
             return None
-        return (tuple(tuple(host.listdir(d)) for d in _FINGERPRINT_DIRS), host.exists(RDMA_CM))
+        netdevs = tuple(
+            tuple(host.listdir(f"/sys/bus/pci/devices/{a}/net")) for a in self._rdma_functions
+        )
+        listings = tuple(tuple(host.listdir(d)) for d in _FINGERPRINT_DIRS)
+        return (listings, netdevs, host.exists(RDMA_CM))

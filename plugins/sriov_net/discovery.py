@@ -267,11 +267,17 @@ class Inventory:
 
     # -- cheap change detection --------------------------------------------------------------
     def _fingerprint_now(self, host: HostFS) -> Hashable:
-        """PCI functions present, VFs enabled per PF, driver per known function."""
+        """PCI functions present, VFs enabled and netdev names per PF (``pfNames``), the driver
+        of every known function, RDMA devices, and which netdevs hold a default route. While it
+        does not change the periodic full rescans are skipped (one still runs every tenth
+        interval); a VF's netdev moving into a pod does not change it."""
         return (
             tuple(host.listdir(SYS_PCI_DEVICES)),
             tuple(host.read_attr(f"{SYS_PCI_DEVICES}/{pf}/sriov_numvfs") for pf in self.pfs),
+            tuple(tuple(host.listdir(f"{SYS_PCI_DEVICES}/{pf}/net")) for pf in self.pfs),
             tuple(host.link_name(f"{SYS_PCI_DEVICES}/{a}/driver") for a in self.functions),
+            tuple(host.listdir("/sys/class/infiniband")),
+            default_route_netdevs(host) if NET_CLASS in self._classes else frozenset(),
         )
 
     def fingerprint(self, host: HostFS) -> Hashable:

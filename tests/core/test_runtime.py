@@ -505,3 +505,43 @@ async def test_config_valid_gauge_follows_the_file_on_disk(fake_host, fake_kubel
         write_config(path, config(RES))  # back to what is served
         assert not await rt.reload()
         assert rt.registry.get_sample_value("devplugin_config_valid") == 1
+
+
+async def test_unchanged_fingerprints_skip_periodic_rescans_but_not_forever(
+    fake_host, fake_kubelet
+):
+    from devplugin_core import Discoverer
+
+    add_gadgets(fake_host, 1)
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)
+        discoverer = runtime.resources[RES].resource.discoverer
+        cls = type(discoverer)
+        original = cls.discover
+        skipped_before_scan: list[float] = []
+
+        def fingerprint(self, host):  # type: ignore[no-untyped-def]
+            return "nothing changed"
+
+        def discover(self, scan):  # type: ignore[no-untyped-def]
+            value = runtime.registry.get_sample_value("devplugin_rescans_skipped_total")
+            skipped_before_scan.append(value or 0.0)
+            return original(self, scan)
+
+        cls.fingerprint = fingerprint  # type: ignore[method-assign]
+        cls.discover = discover  # type: ignore[method-assign]
+        try:
+            await runtime.discover_once()  # baseline fingerprint
+            runtime.resource_set = type(runtime.resource_set)(  # type: ignore[misc]
+                runtime.resource_set.resources,  # type: ignore[union-attr]
+                rediscover_interval=0.02,
+                fingerprint_interval=3600,
+                max_skipped_rescans=3,
+            )
+            runtime.reloaded.fire()
+            await fake_kubelet.wait_until(lambda: len(skipped_before_scan) >= 4, 20, "rescans")
+        finally:
+            cls.fingerprint = Discoverer.fingerprint  # type: ignore[method-assign]
+            cls.discover = original  # type: ignore[method-assign]
+        gaps = [b - a for a, b in zip(skipped_before_scan[1:], skipped_before_scan[2:])]
+        assert gaps and all(gap == 3 for gap in gaps), skipped_before_scan

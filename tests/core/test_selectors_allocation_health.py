@@ -244,6 +244,9 @@ def test_health_tracker_hysteresis():
     t.observe({"b": Observation.bad("x")}, ["a", "b"])
     t.observe({}, ["a"])  # b vanished: forgotten
     assert t.is_healthy("b")
+    t.observe({"b": Observation.bad("x")}, ["a", "b"])
+    t.forget({"a"})  # discovery dropped b: forgotten without counting as a good round
+    assert t.is_healthy("b") and t.unhealthy_keys() == {}
 
 
 def test_pcidevice_env_matches_upstream_bytes():
