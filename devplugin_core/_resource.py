@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -29,38 +30,74 @@ def _check_container_path(path: str) -> None:
         raise HostPathError(path, "container path must be absolute, without '..', and not '/'")
 
 
-class EditsValidator:
-    """Canonicalises and allow-lists the host paths of container edits, caching per path."""
+class VerifiedPaths:
+    """Host paths that passed the full check, with the inode they resolved to.
 
-    def __init__(self, host: HostFS, resource: Resource) -> None:
+    On the Allocate path a path is re-verified with one ``stat``: if it still leads to the very
+    inode that passed canonicalisation and the allow-list, the cached canonical path stands;
+    anything else (a swapped symlink, a replaced node) goes through the full check again. A
+    cache belongs to one :class:`Resource` (its allow-lists) and is dropped with it.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[str, int, int]] = {}
+
+    def get(self, host: HostFS, kind: str, path: str) -> str | None:
+        entry = self._entries.get((kind, path))
+        if entry is None:
+            return None
+        try:
+            st = os.stat(host.local(path))
+        except OSError:
+            return None
+        return entry[0] if (st.st_dev, st.st_ino) == entry[1:] else None
+
+    def put(self, host: HostFS, kind: str, path: str, canonical: str) -> None:
+        try:
+            st = os.stat(host.local(canonical))
+        except OSError:
+            return
+        if len(self._entries) > 65536:
+            self._entries.clear()
+        self._entries[(kind, path)] = (canonical, st.st_dev, st.st_ino)
+
+
+class EditsValidator:
+    """Canonicalises and allow-lists the host paths of container edits, caching per path
+    within one validation run (and across runs through ``verified``, see VerifiedPaths)."""
+
+    def __init__(
+        self, host: HostFS, resource: Resource, verified: VerifiedPaths | None = None
+    ) -> None:
         self.host = host
         self.resource = resource
-        self._nodes: dict[str, str | HostPathError] = {}
-        self._mounts: dict[str, str | HostPathError] = {}
+        self.verified = verified
+        self._seen: dict[tuple[str, str], str | HostPathError] = {}
+
+    def _check(self, kind: str, path: str) -> str:
+        hit = self._seen.get((kind, path))
+        if hit is None and self.verified is not None:
+            hit = self.verified.get(self.host, kind, path)
+        if hit is None:
+            try:
+                if kind == "node":
+                    hit = self.host.check_device_node(path, self.resource.device_allowlist)
+                else:
+                    hit = self.host.check_mount_source(path, self.resource.mount_allowlist)
+                if self.verified is not None:
+                    self.verified.put(self.host, kind, path, hit)
+            except HostPathError as err:
+                hit = err
+            self._seen[(kind, path)] = hit
+        if isinstance(hit, HostPathError):
+            raise hit
+        return hit
 
     def _node(self, path: str) -> str:
-        hit = self._nodes.get(path)
-        if hit is None:
-            try:
-                hit = self.host.check_device_node(path, self.resource.device_allowlist)
-            except HostPathError as err:
-                hit = err
-            self._nodes[path] = hit
-        if isinstance(hit, HostPathError):
-            raise hit
-        return hit
+        return self._check("node", path)
 
     def _mount(self, path: str) -> str:
-        hit = self._mounts.get(path)
-        if hit is None:
-            try:
-                hit = self.host.check_mount_source(path, self.resource.mount_allowlist)
-            except HostPathError as err:
-                hit = err
-            self._mounts[path] = hit
-        if isinstance(hit, HostPathError):
-            raise hit
-        return hit
+        return self._check("mount", path)
 
     def validate(self, edits: ContainerEdits) -> ContainerEdits:
         """Edits with canonical host paths; raises HostPathError for anything not allowed."""
@@ -100,6 +137,7 @@ class ResourceRuntime:
         self.host = host
         self.metrics = metrics
         self.alloc_pool = alloc_pool
+        self.verified = VerifiedPaths()
         self.state = ResourceState(resource.name)
         self.tracker = HealthTracker(resource.health.recover_after if resource.health else 2)
         self.devices: tuple[Device, ...] = ()
@@ -117,6 +155,7 @@ class ResourceRuntime:
     def replace_resource(self, resource: Resource) -> None:
         """Swap in a rebuilt Resource (config reload) without touching the endpoint."""
         self.resource = resource
+        self.verified = VerifiedPaths()  # allow-lists may have changed
         recover = resource.health.recover_after if resource.health else 2
         if recover != self.tracker.recover_after:
             self.tracker.recover_after = recover
@@ -193,12 +232,13 @@ class ResourceRuntime:
                 f"{type(resource.allocator).__name__}.allocate returned "
                 f"{type(edits).__name__}, not ContainerEdits"
             )
-        edits = EditsValidator(self.host, resource).validate(edits)
+        validator = EditsValidator(self.host, resource, self.verified)
+        edits = validator.validate(edits)
         if self.cdi is None:
             return edits
         with_cdi = [d for d in devices if d.edits.device_nodes or d.edits.mounts]
         covered = ContainerEdits().merge(*(d.edits for d in with_cdi))
-        covered = EditsValidator(self.host, resource).validate(
+        covered = validator.validate(
             ContainerEdits(device_nodes=covered.device_nodes, mounts=covered.mounts)
         )
         return edits.without(covered).merge(annotate(self.cdi, [d.cdi_name for d in with_cdi]))

@@ -545,3 +545,23 @@ async def test_unchanged_fingerprints_skip_periodic_rescans_but_not_forever(
             cls.discover = original  # type: ignore[method-assign]
         gaps = [b - a for a, b in zip(skipped_before_scan[1:], skipped_before_scan[2:])]
         assert gaps and all(gap == 3 for gap in gaps), skipped_before_scan
+
+
+async def test_verified_path_cache_notices_a_swap_after_allocations(fake_host, fake_kubelet):
+    ids = add_gadgets(fake_host, 2)
+    fake_host.write("/etc/shadow", "secret\n")
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)):
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
+        first = await fake_kubelet.allocate(RES, ids[:1])  # the path is verified and cached
+        assert [d.host_path for d in first.devices] == ["/dev/gadget0"]
+        fake_host.remove("/dev/gadget0")
+        fake_host.symlink("/dev/gadget0", "/dev/gadget1")  # still allowed: re-verified
+        second = await fake_kubelet.allocate(RES, ids[:1])
+        assert [(d.host_path, d.container_path) for d in second.devices] == [
+            ("/dev/gadget1", "/dev/gadget0")
+        ]
+        fake_host.remove("/dev/gadget0")
+        fake_host.symlink("/dev/gadget0", "/etc/shadow")  # escapes: refused despite the cache
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await fake_kubelet.allocate(RES, ids[:1])
+        assert "resolves to /etc/shadow" in err.value.details()
