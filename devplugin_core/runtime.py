@@ -680,9 +680,13 @@ class PluginRuntime(Generic[C]):
                     continue
                 seen = wake.generation
                 await self.check_health_once(name)
-                interval = checker.interval if checker.interval > 0 else None
+                timeout = None
+                if checker.interval > 0:
+                    # Ticks fall on multiples of the interval, so the checks of resources with
+                    # the same interval run in one loop iteration instead of scattered wakeups.
+                    timeout = checker.interval - time.monotonic() % checker.interval
                 with self.reloaded.forwarded_to(wake):
-                    await wake.wait(seen, timeout=interval)
+                    await wake.wait(seen, timeout=timeout)
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -54,14 +54,14 @@ def build(config: RdmaSharedConfig, ctx: PluginContext) -> ResourceSet:
     state = PluginState()
     interval = config.update_interval
     resources = []
-    for entry in config.config_list:
+    for index, entry in enumerate(config.config_list):
         health = None
         if config.health_check_interval > 0:
             health = PortHealthChecker(ctx.host, state, config.health_check_interval)
         resources.append(
             Resource(
                 entry.full_name,
-                SharedHcaDiscoverer(entry, state, hotplug=interval > 0),
+                SharedHcaDiscoverer(entry, state, hotplug=interval > 0, leader=index == 0),
                 SharedSlotAllocator(),
                 health,
             )

@@ -68,19 +68,27 @@ def _numa(hcas: Sequence[Hca], exclude: bool) -> tuple[int, ...]:
 class SharedHcaDiscoverer(Discoverer):
     """The shared slots of one ``configList`` entry."""
 
-    def __init__(self, config: ResourceConfig, state: PluginState, *, hotplug: bool = True) -> None:
+    def __init__(
+        self,
+        config: ResourceConfig,
+        state: PluginState,
+        *,
+        hotplug: bool = True,
+        leader: bool = True,
+    ) -> None:
         self.config = config
         self.name = config.full_name
         self.state = state
         self.hotplug = hotplug
+        self.leader = leader  # the one resource whose fingerprint covers the whole host
         self.selector = build_selector(config.effective_selectors)
         self._cached: tuple[Hashable, tuple[Device, ...]] | None = None
         self._last_count = -1
-        self._rdma_functions: tuple[str, ...] = ()  # whose netdev names the fingerprint watches
+        self._netdevs: frozenset[str] = frozenset()  # of RDMA functions, watched for renames
 
     def discover(self, scan: DiscoveryPass) -> tuple[Device, ...]:
         inv = inventory(scan, self.state.problems)
-        self._rdma_functions = tuple(h.address for h in inv.hcas if h.rdma_devices)
+        self._netdevs = frozenset(h.candidate.netdev for h in inv.hcas if h.candidate.netdev)
         matched = []
         for hca in inv.hcas:
             why = self.selector.mismatch(hca.candidate)
@@ -154,14 +162,14 @@ class SharedHcaDiscoverer(Discoverer):
         return devices
 
     def fingerprint(self, host: HostFS) -> Hashable:
-        """PCI functions, RDMA devices and their char devices, rdma_cm, and the netdev names of
-        RDMA functions (``ifNames``): a change (hot-plug, driver load, a udev rename) triggers a
-        rescan, and while nothing changes the periodic rescans are skipped (a full pass still
-        runs every tenth interval). Off when the interval is 0."""
-        if not self.hotplug:
+        """PCI functions, RDMA devices and their char devices, rdma_cm, and which netdev names
+        of network functions are still there (a udev rename changes ``ifNames`` matches; pod
+        veths coming and going do not count): a change (hot-plug, driver load, rename) triggers
+        a rescan, and while nothing changes the periodic rescans are skipped (a full pass still
+        runs every tenth interval). One resource (the leader) answers for the whole host; off
+        when the interval is 0."""
+        if not self.hotplug or not self.leader:
             return None
-        netdevs = tuple(
-            tuple(host.listdir(f"/sys/bus/pci/devices/{a}/net")) for a in self._rdma_functions
-        )
         listings = tuple(tuple(host.listdir(d)) for d in _FINGERPRINT_DIRS)
-        return (listings, netdevs, host.exists(RDMA_CM))
+        present = self._netdevs.intersection(host.listdir("/sys/class/net"))
+        return (listings, frozenset(present), host.exists(RDMA_CM))

@@ -108,8 +108,10 @@ def read_port(host: HostFS, port: PortRef) -> PortStatus | None:
     return PortStatus(state_id, state_name, phys_id, phys_name)
 
 
-def read_netdev(host: HostFS, name: str) -> NetStatus | None:
-    """The netdev's link; None when it is not in the host namespace (or has no name)."""
+def read_netdev(host: HostFS, name: str, *, brief: bool = False) -> NetStatus | None:
+    """The netdev's link; None when it is not in the host namespace (or has no name).
+
+    ``brief``: ``carrier`` is not read when ``operstate`` is ``up`` (which implies it)."""
     if not name:
         return None
     base = f"/sys/class/net/{name}"
@@ -119,6 +121,8 @@ def read_netdev(host: HostFS, name: str) -> NetStatus | None:
         return None
     if operstate is None:
         return None
+    if brief and operstate == "up":
+        return NetStatus(operstate, True)
     try:
         carrier_text = host.read_attr(f"{base}/carrier")
     except HostReadError:  # EINVAL while the link is administratively down
@@ -160,7 +164,7 @@ def hca_down_reason(host: HostFS, hca: HcaRef) -> str | None:
         states.append("no RDMA ports")
     if not up:
         return f"{hca.address} ({', '.join(states)})"
-    net = read_netdev(host, hca.netdev)
+    net = read_netdev(host, hca.netdev, brief=True)
     if net is not None and net.down:
         link = "no carrier" if net.carrier is False else f"operstate {net.operstate}"
         return f"{hca.address} (netdev {hca.netdev}: {link})"
