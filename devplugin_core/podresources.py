@@ -60,6 +60,12 @@ class PodResourcesPoller(Collector):
         self.assignments: tuple[Assignment, ...] = ()
         self.available: bool | None = None
         self.refreshed = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
 
     def _set_available(self, available: bool, detail: str = "") -> None:
         if available == self.available:
@@ -79,15 +85,19 @@ class PodResourcesPoller(Collector):
             self.metrics.podresources_errors.labels("unavailable").inc()
             self._set_available(False, "socket missing")
             self.assignments = ()
+            await self.close()
             return
-        try:
-            async with grpc.aio.insecure_channel(
+        if self._channel is None:  # one channel, kept between polls (reconnects by itself)
+            self._channel = grpc.aio.insecure_channel(
                 f"unix://{self.socket_path}", options=[("grpc.default_authority", "localhost")]
-            ) as channel:
-                reply = await pr_grpc.PodResourcesListerStub(channel).List(
-                    pr_pb.ListPodResourcesRequest(), timeout=self.timeout
-                )
+            )
+        try:
+            reply = await pr_grpc.PodResourcesListerStub(self._channel).List(
+                pr_pb.ListPodResourcesRequest(), timeout=self.timeout
+            )
         except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                await self.close()  # a restarted kubelet: dial afresh next time
             self.metrics.podresources_errors.labels(err.code().name).inc()
             if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self._set_available(False, f"{err.code().name}: {err.details()}")
@@ -114,12 +124,15 @@ class PodResourcesPoller(Collector):
         self.refreshed.set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.poll_once()
-            except Exception:  # an attribution bug must never take the plugin down
-                log.exception("PodResources poll failed")
-            await asyncio.sleep(self.interval)
+        try:
+            while True:
+                try:
+                    await self.poll_once()
+                except Exception:  # an attribution bug must never take the plugin down
+                    log.exception("PodResources poll failed")
+                await asyncio.sleep(self.interval)
+        finally:
+            await self.close()
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(

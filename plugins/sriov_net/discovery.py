@@ -49,6 +49,8 @@ from .specs import USERSPACE_DRIVERS, FunctionState, Needs, build_specs, state_f
 
 __all__ = ["ACCEL_CLASS", "NET_CLASS", "Inventory", "Member", "PoolDiscoverer", "PoolSpec"]
 
+SYS_PCI_DRIVERS = "/sys/bus/pci/drivers"
+
 log = logging.getLogger("devplugin.sriov_net.discovery")
 
 NET_CLASS = 0x02
@@ -149,7 +151,7 @@ class Inventory:
         self.host = host
         self.pools = tuple(pools)
         self.members: dict[str, dict[str, Member]] = {p.name: {} for p in self.pools}
-        self.healthy: dict[str, dict[str, bool]] = {p.name: {} for p in self.pools}
+        self.unhealthy: dict[str, frozenset[str]] = {p.name: frozenset() for p in self.pools}
         self.pfs: tuple[str, ...] = ()
         self.functions: tuple[str, ...] = ()
         self._seen: dict[str, Candidate] = {}
@@ -267,15 +269,20 @@ class Inventory:
 
     # -- cheap change detection --------------------------------------------------------------
     def _fingerprint_now(self, host: HostFS) -> Hashable:
-        """PCI functions present, VFs enabled and netdev names per PF (``pfNames``), the driver
-        of every known function, RDMA devices, and which netdevs hold a default route. While it
-        does not change the periodic full rescans are skipped (one still runs every tenth
-        interval); a VF's netdev moving into a pod does not change it."""
+        """PCI functions present, VFs enabled and netdev names per PF (``pfNames``), which
+        functions each driver holds (a rebind), RDMA devices, and which netdevs hold a default
+        route. While it does not change the periodic full rescans are skipped (one still runs
+        every tenth interval); a VF's netdev moving into a pod does not change it."""
+        known = set(self.functions)
+        bound = tuple(
+            (driver, tuple(a for a in host.listdir(f"{SYS_PCI_DRIVERS}/{driver}") if a in known))
+            for driver in host.listdir(SYS_PCI_DRIVERS)
+        )
         return (
             tuple(host.listdir(SYS_PCI_DEVICES)),
             tuple(host.read_attr(f"{SYS_PCI_DEVICES}/{pf}/sriov_numvfs") for pf in self.pfs),
             tuple(tuple(host.listdir(f"{SYS_PCI_DEVICES}/{pf}/net")) for pf in self.pfs),
-            tuple(host.link_name(f"{SYS_PCI_DEVICES}/{a}/driver") for a in self.functions),
+            bound,
             tuple(host.listdir("/sys/class/infiniband")),
             default_route_netdevs(host) if NET_CLASS in self._classes else frozenset(),
         )

@@ -48,27 +48,41 @@ class PoolHealth(HealthChecker):
         self.interval = interval
         self.check_pf = spec.entry.check_health_on_pf
         self.check_exists = spec.entry.check_health_on_device_exist
+        self._grouped: tuple[Sequence[Device], dict[str, list[Device]]] | None = None
+
+    def _by_pf(self, devices: Sequence[Device]) -> dict[str, list[Device]]:
+        """The devices per PF, regrouped only when discovery hands over a new device list."""
+        if self._grouped is None or self._grouped[0] is not devices:
+            groups: dict[str, list[Device]] = {}
+            for device in devices:
+                pf = device.attributes.get("pf")
+                if pf:
+                    groups.setdefault(pf, []).append(device)
+            self._grouped = (devices, groups)
+        return self._grouped[1]
 
     def check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
+        """A tick costs one listing plus one link lookup per PF; work per device only for the
+        devices found unhealthy."""
         out: dict[str, Observation] = {}
-        pfs: dict[str, PfLink] = {}
-        present = self._present() if self.check_exists else None
-        for device in devices:
-            problem = None
-            if present is not None and device.id not in present:
-                problem = f"PCI function {device.id} vanished"
-            pf = device.attributes.get("pf")
-            if problem is None and self.check_pf and pf:
-                if pf not in pfs:
-                    pfs[pf] = self.links.read(pf)
-                link = pfs[pf]
-                if not link.present:
-                    problem = f"PF {pf} vanished"
-                elif link.down:
-                    problem = f"PF {pf} ({link.netdev}) link is down"
-            if problem is not None:
-                out[device.health_key] = Observation.bad(problem)
-        self.inventory.healthy[self.spec.name] = {d.id: d.health_key not in out for d in devices}
+        if self.check_pf:
+            for pf, members in self._by_pf(devices).items():
+                link: PfLink = self.links.read(pf)
+                if link.present and not link.down:
+                    continue
+                problem = (
+                    f"PF {pf} vanished"
+                    if not link.present
+                    else f"PF {pf} ({link.netdev}) link is down"
+                )
+                for device in members:
+                    out[device.health_key] = Observation.bad(problem)
+        if self.check_exists:
+            present = self._present()
+            for device in devices:
+                if device.id not in present:
+                    out[device.health_key] = Observation.bad(f"PCI function {device.id} vanished")
+        self.inventory.unhealthy[self.spec.name] = frozenset(out)
         return out
 
     def _present(self) -> frozenset[str]:

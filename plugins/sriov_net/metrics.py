@@ -90,9 +90,9 @@ class SriovCollector:
         }
         pfs: set[str] = set()
         for resource, members in sorted(self.inventory.members.items()):
-            observed = self.inventory.healthy.get(resource, {})
+            sick = self.inventory.unhealthy.get(resource, frozenset())
             total.add_metric([resource], len(members))
-            healthy.add_metric([resource], sum(1 for a in members if observed.get(a, True)))
+            healthy.add_metric([resource], sum(1 for a in members if a not in sick))
             for address, member in sorted(members.items()):
                 c = member.candidate
                 vf = "" if c.vf_index is None else str(c.vf_index)
