@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry
 
 from . import __version__
-from ._aio import Exclusive, Signal, in_thread
+from ._aio import Exclusive, Signal, ThreadBatcher, in_thread
 from ._endpoint import Endpoint, EndpointConfig, KubeletWatch
 from ._http import HttpServer
 from ._resource import EditsValidator, ResourceRuntime
@@ -180,6 +180,7 @@ class PluginRuntime(Generic[C]):
         self._alloc_pool = concurrent.futures.ThreadPoolExecutor(4, "devplugin-alloc")
         self._bg_pool = concurrent.futures.ThreadPoolExecutor(4, "devplugin-bg")
         self._discovery = Exclusive()
+        self._health_batch = ThreadBatcher(self._bg_pool)
         self._fingerprint_job = Exclusive()
         self._watch: KubeletWatch | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -640,7 +641,7 @@ class PluginRuntime(Generic[C]):
         start = time.monotonic()
         try:
             observations = await rt.health_job.run(
-                self._bg_pool, checker.timeout, lambda: checker.check(devices)
+                self._health_batch, checker.timeout, lambda: checker.check(devices)
             )
             result = "ok"
         except TimeoutError:
