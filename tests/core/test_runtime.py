@@ -4,6 +4,7 @@ metrics over HTTP, PodResources attribution."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import urllib.request
@@ -543,7 +544,7 @@ async def test_unchanged_fingerprints_skip_periodic_rescans_but_not_forever(
         finally:
             cls.fingerprint = Discoverer.fingerprint  # type: ignore[method-assign]
             cls.discover = original  # type: ignore[method-assign]
-        gaps = [b - a for a, b in zip(skipped_before_scan[1:], skipped_before_scan[2:])]
+        gaps = [b - a for a, b in itertools.pairwise(skipped_before_scan[1:])]
         assert gaps and all(gap == 3 for gap in gaps), skipped_before_scan
 
 
