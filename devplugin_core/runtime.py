@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import time
@@ -181,6 +182,7 @@ class PluginRuntime(Generic[C]):
         self._bg_pool = concurrent.futures.ThreadPoolExecutor(4, "devplugin-bg")
         self._discovery = Exclusive()
         self._health_batch = ThreadBatcher(self._bg_pool)
+        self._tick_phase = random.uniform(0, 1)
         self._fingerprint_job = Exclusive()
         self._watch: KubeletWatch | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -683,9 +685,11 @@ class PluginRuntime(Generic[C]):
                 await self.check_health_once(name)
                 timeout = None
                 if checker.interval > 0:
-                    # Ticks fall on multiples of the interval, so the checks of resources with
-                    # the same interval run in one loop iteration instead of scattered wakeups.
-                    timeout = checker.interval - time.monotonic() % checker.interval
+                    # Ticks fall on multiples of the interval (shifted by a per-process phase so
+                    # plugins on one node do not all wake at once), so the checks of resources
+                    # with the same interval run in one loop iteration and share one handoff.
+                    since = time.monotonic() - self._tick_phase
+                    timeout = checker.interval - since % checker.interval
                 with self.reloaded.forwarded_to(wake):
                     await wake.wait(seen, timeout=timeout)
         finally:
