@@ -45,7 +45,7 @@ typecheck: setup
 	$(BIN)/mypy devplugin_core plugins
 
 unit: setup sysdeps
-	$(BIN)/pytest -q
+	timeout -s INT -k 60 2400 $(BIN)/pytest -q
 
 test: lint typecheck unit
 

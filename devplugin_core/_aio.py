@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -65,7 +65,37 @@ async def in_thread(
     """
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
-    return await asyncio.wait_for(future, timeout)
+    return await bounded(future, timeout)
+
+
+async def bounded(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """Await ``awaitable`` for at most ``timeout`` seconds; TimeoutError after that.
+
+    Use this, never ``asyncio.wait_for``: on Python 3.11 ``wait_for`` swallows a cancellation
+    that arrives in the same loop iteration as the result, so a cancelled loop task keeps
+    running and whoever awaits it (shutdown) waits forever.
+    """
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, grace: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait until they have finished; their results and errors are
+    dropped, but a cancellation of the caller itself still propagates. A task still running
+    ``grace`` seconds later swallowed its cancellation (a bug): it is named in an error and
+    cancelled again, so shutdown never hangs silently."""
+    pending = {t for t in tasks if t is not None and not t.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+            log.error("task %s ignored its cancellation for %gs; cancelling it again", name, grace)
+            task.cancel()
+    for finished in tasks:  # retrieve outcomes so asyncio does not log "never retrieved"
+        if finished is not None and finished.done() and not finished.cancelled():
+            finished.exception()
 
 
 class ThreadBatcher:
@@ -145,7 +175,7 @@ class Exclusive:
         else:
             future = asyncio.get_running_loop().run_in_executor(executor, fn)
         self._busy = future
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        return await bounded(asyncio.shield(future), timeout)
 
 
 class Backoff:

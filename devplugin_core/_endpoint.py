@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ._aio import Backoff, Signal
+from ._aio import Backoff, Signal, cancel_and_wait
 from ._proto import deviceplugin_v1beta1_pb2 as pb
 from ._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from ._proto import pluginregistration_v1_pb2_grpc as reg_grpc
@@ -90,10 +90,7 @@ class KubeletWatch:
         self._task = self._loop.create_task(self._poll(), name="kubelet-watch-poll")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         observer = self._observer
         if observer is not None:
             observer.stop()  # type: ignore[attr-defined]
@@ -413,19 +410,14 @@ class Endpoint:
                     self.metrics.last_registration.labels(self.rt.name).set(time.time())
                     log.info("%s: registered through the plugin watcher", self.rt.name)
                     self._set_registered(True)
-                    trouble_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await trouble_task
+                    await cancel_and_wait(trouble_task)
                     trouble_task = asyncio.ensure_future(self._watch_for_trouble(own_inode, None))
                 else:
                     self.metrics.registrations.labels(self.rt.name, "error").inc()
                     raise RegistrationError(f"plugin watcher refused {self.rt.name}: {error}")
                 status_task = asyncio.ensure_future(self._watcher_status.get())
         finally:
-            for task in (status_task, trouble_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(status_task, trouble_task)
 
     async def _watch_for_trouble(
         self, own_inode: int | None, kubelet_inode: int | None, *, active: bool = True

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ._aio import bounded
+
 log = logging.getLogger("devplugin.http")
 
 __all__ = ["HttpServer", "parse_address"]
@@ -102,7 +104,7 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await bounded(self._server.wait_closed(), 2)
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

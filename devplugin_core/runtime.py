@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry
 
 from . import __version__
-from ._aio import Exclusive, Signal, ThreadBatcher, in_thread
+from ._aio import Exclusive, Signal, ThreadBatcher, cancel_and_wait, in_thread
 from ._endpoint import Endpoint, EndpointConfig, KubeletWatch
 from ._http import HttpServer
 from ._resource import EditsValidator, ResourceRuntime
@@ -284,9 +284,7 @@ class PluginRuntime(Generic[C]):
         await asyncio.gather(*(self._stop_resource(n) for n in list(self._resource_tasks)))
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         if self._watch is not None:
             await self._watch.stop()
             self._watch = None
@@ -367,10 +365,7 @@ class PluginRuntime(Generic[C]):
         self._resource_tasks[name] = tasks
 
     async def _stop_resource(self, name: str) -> None:
-        tasks = self._resource_tasks.pop(name, [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._resource_tasks.pop(name, []))
         self.endpoints.pop(name, None)
 
     def ready(self) -> tuple[bool, str]:
@@ -670,8 +665,7 @@ class PluginRuntime(Generic[C]):
                 checker = rt.resource.health
                 if checker is not watched:
                     if watcher is not None:
-                        watcher.cancel()
-                        await asyncio.gather(watcher, return_exceptions=True)
+                        await cancel_and_wait(watcher)
                         watcher = None
                     watched = checker
                     if checker is not None:
@@ -693,9 +687,7 @@ class PluginRuntime(Generic[C]):
                 with self.reloaded.forwarded_to(wake):
                     await wake.wait(seen, timeout=timeout)
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            await cancel_and_wait(watcher)
 
     async def _run_watch(self, name: str, checker: Any, wake: Signal) -> None:
         rt = self.resources[name]

@@ -12,3 +12,12 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 def pytest_configure(config):  # type: ignore[no-untyped-def]
     config.addinivalue_line("markers", "soak: long fault-injection runs (make soak)")
+
+
+def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
+    """Print a failure the moment it happens: if a later test hangs and CI kills the run, the
+    reason for the earlier failures is still in the log."""
+    if report.failed:
+        sys.stderr.write(f"\n===== FAILED {report.nodeid} ({report.when}) =====\n")
+        sys.stderr.write(f"{report.longreprtext}\n")
+        sys.stderr.flush()

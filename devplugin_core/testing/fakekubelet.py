@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from .._aio import bounded, cancel_and_wait
 from .._proto import deviceplugin_v1beta1_pb2 as pb
 from .._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from .._proto import pluginregistration_v1_pb2 as reg_pb
@@ -121,9 +122,7 @@ class FakeKubelet:
 
     async def stop(self) -> None:
         if self._scanner is not None:
-            self._scanner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scanner
+            await cancel_and_wait(self._scanner)
             self._scanner = None
         for conn in list(self.connections.values()):
             await self._disconnect(conn, "kubelet stopped")
@@ -190,7 +189,7 @@ class FakeKubelet:
     async def _connect(self, resource: str, path: str) -> PluginConnection:
         channel = grpc.aio.insecure_channel(f"unix://{path}", options=_OPTIONS)
         try:
-            await asyncio.wait_for(channel.channel_ready(), 10)
+            await bounded(channel.channel_ready(), 10)
             stub = pb_grpc.DevicePluginStub(channel)
             options = await stub.GetDevicePluginOptions(pb.Empty(), timeout=10)
         except (grpc.aio.AioRpcError, TimeoutError) as err:
@@ -232,9 +231,7 @@ class FakeKubelet:
         if conn.stream is not None:
             conn.stream.cancel()
         if conn.task is not None:
-            conn.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await conn.task
+            await cancel_and_wait(conn.task)
         await conn.channel.close()
         conn.ended = True
         if self.connections.get(conn.resource) is conn:
@@ -366,13 +363,21 @@ class FakeKubelet:
         """Device ID -> health string, as the kubelet would count them."""
         return {d.ID: d.health for d in self.devices(resource)}
 
-    def _conn(self, resource: str) -> PluginConnection:
+    async def _conn(self, resource: str, timeout: float = 10.0) -> PluginConnection:
+        """The live connection of ``resource``; like the kubelet, an RPC to a resource waits
+        for its registration (up to ``timeout``) instead of racing it."""
         if resource not in self.connections:
-            raise AssertionError(f"{resource} is not registered with the fake kubelet")
+            try:
+                await self.wait_until(lambda: resource in self.connections, timeout, resource)
+            except AssertionError:
+                raise AssertionError(
+                    f"{resource} is not registered with the fake kubelet (waited {timeout:g}s)"
+                ) from None
         return self.connections[resource]
 
     async def options(self, resource: str) -> pb.DevicePluginOptions:
-        options: pb.DevicePluginOptions = await self._conn(resource).stub.GetDevicePluginOptions(
+        conn = await self._conn(resource)
+        options: pb.DevicePluginOptions = await conn.stub.GetDevicePluginOptions(
             pb.Empty(), timeout=10
         )
         return options
@@ -382,7 +387,8 @@ class FakeKubelet:
     ) -> pb.ContainerAllocateResponse:
         """Allocate one container's devices; returns ``container_responses[0]`` like the kubelet
         (an empty list of responses is an error, as in the kubelet)."""
-        reply = await self._conn(resource).stub.Allocate(
+        conn = await self._conn(resource)
+        reply = await conn.stub.Allocate(
             pb.AllocateRequest(
                 container_requests=[pb.ContainerAllocateRequest(devices_ids=list(ids))]
             ),
@@ -401,7 +407,8 @@ class FakeKubelet:
         size: int,
         timeout: float = 10.0,
     ) -> list[str]:
-        reply = await self._conn(resource).stub.GetPreferredAllocation(
+        conn = await self._conn(resource)
+        reply = await conn.stub.GetPreferredAllocation(
             pb.PreferredAllocationRequest(
                 container_requests=[
                     pb.ContainerPreferredAllocationRequest(
@@ -416,7 +423,8 @@ class FakeKubelet:
         return list(reply.container_responses[0].deviceIDs)
 
     async def pre_start(self, resource: str, ids: Sequence[str], timeout: float = 30.0) -> None:
-        await self._conn(resource).stub.PreStartContainer(
+        conn = await self._conn(resource)
+        await conn.stub.PreStartContainer(
             pb.PreStartContainerRequest(devices_ids=list(ids)), timeout=timeout
         )
 

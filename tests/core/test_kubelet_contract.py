@@ -290,4 +290,10 @@ async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
             await fake_kubelet.wait_for_registration("example.com/b", count=n)
             if n in (5, 13):
                 seen.append(counts())
-        assert seen[1] == seen[0], f"fds/threads/tasks grew: {seen}"
+        # Eight restarts between the samples: a per-restart leak adds >= 8. A little slack
+        # absorbs what is created lazily (a pool thread, a gRPC poller fd) on some runs.
+        slack = (4, 2, 2)
+        grown = [after - before for before, after in zip(seen[0], seen[1], strict=True)]
+        assert all(g <= s for g, s in zip(grown, slack, strict=True)), (
+            f"fds/threads/tasks grew: {seen}"
+        )
