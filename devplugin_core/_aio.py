@@ -148,7 +148,12 @@ class ThreadBatcher:
                 else:
                     future.set_exception(value)
 
-        loop.run_in_executor(self.executor, work).add_done_callback(deliver)
+        try:
+            loop.run_in_executor(self.executor, work).add_done_callback(deliver)
+        except RuntimeError as err:  # the executor has shut down: fail the batch, never strand it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
 
 
 class Exclusive:

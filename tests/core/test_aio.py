@@ -69,3 +69,11 @@ async def test_cancel_and_wait_names_a_task_that_swallows_its_cancellation(
         await cancel_and_wait(task, grace=0.05)
     assert task.cancelled()
     assert any("stubborn-loop" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_batch_submitted_after_shutdown_fails_instead_of_hanging() -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.shutdown()
+    future = ThreadBatcher(pool).submit(lambda: 1)
+    with pytest.raises(RuntimeError):
+        await bounded(future, 5)
