@@ -42,6 +42,7 @@ from .errors import (
     UnhealthyDeviceError,
     UnknownDeviceError,
 )
+from .health import health_round
 from .hostfs import HostFS, HostReadError
 from .model import (
     ContainerEdits,
@@ -133,6 +134,7 @@ __all__ = [
     "decode",
     "encode",
     "extended_resource_name_error",
+    "health_round",
     "hex_id_warnings",
     "load_config",
     "load_document",

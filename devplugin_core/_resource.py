@@ -6,6 +6,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -147,9 +148,19 @@ class ResourceRuntime:
         self.streams = 0
         self.streams_changed = Signal()
         self.health_job = Exclusive()
+        self._check_lock = threading.Lock()
         self.registered = False
         self._wire: tuple[int, object] | None = None
         self._encoder = DeviceListEncoder()
+
+    def run_check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
+        """One health check of ``devices`` (blocking; for worker threads). Checks of one
+        resource never overlap, whichever thread runs them."""
+        checker = self.resource.health
+        if checker is None or not devices:
+            return {}
+        with self._check_lock:
+            return checker.check(devices)
 
     # -- state ---------------------------------------------------------------------------------
     def replace_resource(self, resource: Resource) -> None:

@@ -156,6 +156,16 @@ class HostFS:
                 return []
             raise HostReadError(host_path, err.strerror or str(err)) from err
 
+    def names(self, host_path: str) -> frozenset[str]:
+        """The entries of a directory as a set (cheaper than :meth:`listdir`: no sorting);
+        empty when it does not exist."""
+        try:
+            return frozenset(os.listdir(self.local(host_path)))
+        except OSError as err:
+            if err.errno in _MISSING:
+                return frozenset()
+            raise HostReadError(host_path, err.strerror or str(err)) from err
+
     def exists(self, host_path: str) -> bool:
         """True if the path exists (following symlinks inside the local view)."""
         return os.path.exists(self.local(host_path))

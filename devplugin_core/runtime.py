@@ -39,10 +39,12 @@ from . import __version__
 from ._aio import Exclusive, Signal, ThreadBatcher, cancel_and_wait, in_thread
 from ._endpoint import Endpoint, EndpointConfig, KubeletWatch
 from ._http import HttpServer
+from ._quiet import Outcome, QuietJob, QuietTicks
 from ._resource import EditsValidator, ResourceRuntime
 from .api import (
     Discoverer,
     DiscoveryPass,
+    HealthChecker,
     Observation,
     PluginContext,
     PluginSpec,
@@ -183,6 +185,7 @@ class PluginRuntime(Generic[C]):
         self._discovery = Exclusive()
         self._health_batch = ThreadBatcher(self._bg_pool)
         self._tick_phase = random.uniform(0, 1)
+        self._quiet = QuietTicks(self._tick_phase)
         self._fingerprint_job = Exclusive()
         self._watch: KubeletWatch | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -291,6 +294,7 @@ class PluginRuntime(Generic[C]):
         if self.http is not None:
             await self.http.stop()
             self.http = None
+        self._quiet.stop()
         self._alloc_pool.shutdown(wait=False, cancel_futures=True)
         self._bg_pool.shutdown(wait=False, cancel_futures=True)
         log.info("%s stopped", self.spec.name)
@@ -636,24 +640,90 @@ class PluginRuntime(Generic[C]):
             return False
         devices = rt.devices
         start = time.monotonic()
+        outcome: Outcome
         try:
-            observations = await rt.health_job.run(
-                self._health_batch, checker.timeout, lambda: checker.check(devices)
+            outcome = await rt.health_job.run(
+                self._health_batch, checker.timeout, lambda: rt.run_check(devices)
             )
-            result = "ok"
-        except TimeoutError:
+        except (TimeoutError, Exception) as err:
+            outcome = err
+        return self._apply_health(name, rt, devices, outcome, time.monotonic() - start)
+
+    def _apply_health(
+        self,
+        name: str,
+        rt: ResourceRuntime,
+        devices: Sequence[Device],
+        outcome: Outcome,
+        duration: float,
+    ) -> bool:
+        """Count one finished check and apply its observations; True if the snapshot changed."""
+        checker = rt.resource.health
+        timeout = checker.timeout if checker is not None else 0.0
+        if isinstance(outcome, TimeoutError):
             result = "timeout"
-            log.warning("%s: health check timed out after %.1fs", name, checker.timeout)
-            observations = _all_bad(devices, f"health check timed out after {checker.timeout:g}s")
-        except Exception as err:
+            log.warning("%s: health check timed out after %.1fs", name, timeout)
+            observations = _all_bad(devices, f"health check timed out after {timeout:g}s")
+        elif isinstance(outcome, BaseException):
             result = "error"
-            log.warning("%s: health check failed: %s", name, err, exc_info=True)
-            observations = _all_bad(devices, f"health check failed: {err}")
+            log.warning("%s: health check failed: %s", name, outcome, exc_info=outcome)
+            observations = _all_bad(devices, f"health check failed: {outcome}")
+        else:
+            result, observations = "ok", dict(outcome)
         self.metrics.health_checks.labels(name, result).inc()
-        self.metrics.health_duration.labels(name).observe(time.monotonic() - start)
+        self.metrics.health_duration.labels(name).observe(duration)
         if rt is not self.resources.get(name):
             return False
         return rt.observe(observations)
+
+    async def _quiet_until_needed(
+        self, name: str, rt: ResourceRuntime, checker: HealthChecker, wake: Signal, seen: int
+    ) -> str:
+        """Hand ``name``'s interval checks to the quiet thread until: a check finds a problem
+        (applied; returns "problem"), the thread stops finishing checks (a hung check: devices
+        marked bad; "hung"), or ``wake`` fires for a watch event or a reload ("woken")."""
+        loop = asyncio.get_running_loop()
+        handed: list[tuple[Outcome, float]] = []
+        ok_count = self.metrics.health_checks.labels(name, "ok")
+        durations = self.metrics.health_duration.labels(name)
+
+        def hand_over(outcome: Outcome, duration: float) -> None:  # in the quiet thread
+            handed.append((outcome, duration))
+            loop.call_soon_threadsafe(wake.fire)
+
+        def record_ok(duration: float) -> None:  # in the quiet thread
+            ok_count.inc()
+            durations.observe(duration)
+
+        job = self._quiet.add(
+            QuietJob(name, lambda: rt.run_check(rt.devices), checker.interval, hand_over, record_ok)
+        )
+        why = "woken"
+        try:
+            with self.reloaded.forwarded_to(wake):
+                while not handed:
+                    if await wake.wait(seen, timeout=checker.timeout) > seen:
+                        break
+                    if self._quiet.overdue(job, checker.timeout):
+                        why = "hung"
+                        break
+        finally:
+            self._quiet.remove(job)
+        if handed:
+            outcome, duration = handed[0]
+            self._apply_health(name, rt, rt.devices, outcome, duration)
+            return "problem"
+        if why == "hung":
+            self._apply_health(name, rt, rt.devices, TimeoutError(), checker.timeout)
+        return why
+
+    def _may_go_quiet(self, rt: ResourceRuntime, checker: HealthChecker) -> bool:
+        return (
+            checker.interval > 0
+            and rt.tracker.all_healthy
+            and not rt.health_job.busy
+            and not self._quiet.stuck(checker.timeout)
+        )
 
     async def _health_loop(self, name: str) -> None:
         rt = self.resources[name]
@@ -677,6 +747,13 @@ class PluginRuntime(Generic[C]):
                     continue
                 seen = wake.generation
                 await self.check_health_once(name)
+                if self._may_go_quiet(rt, checker):
+                    # Steady state: the ticks run in the quiet thread and the loop sleeps until
+                    # a check finds a problem, a check hangs, or an event or reload wakes it.
+                    why = await self._quiet_until_needed(name, rt, checker, wake, seen)
+                    if why == "woken":
+                        continue  # check now, as after any wake
+                    seen = wake.generation  # the problem is applied: next check on the tick
                 timeout = None
                 if checker.interval > 0:
                     # Ticks fall on multiples of the interval (shifted by a per-process phase so

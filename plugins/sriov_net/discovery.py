@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,6 +33,7 @@ from devplugin_core import (
     Pool,
     Selector,
     assign,
+    health_round,
     match_flag,
     match_values,
     match_vf_ranges,
@@ -156,6 +158,20 @@ class Inventory:
         self.functions: tuple[str, ...] = ()
         self._seen: dict[str, Candidate] = {}
         self._classes = frozenset(NET_CLASS if p.is_net else ACCEL_CLASS for p in self.pools)
+        self._present: tuple[int, frozenset[str]] = (0, frozenset())
+        self._present_lock = threading.Lock()
+
+    def present_functions(self) -> frozenset[str]:
+        """The PCI functions on the host now: one listing of ``/sys/bus/pci/devices`` per
+        health round, shared by the checks of every pool in it (``health_round``). Raises
+        HostReadError when the directory cannot be listed."""
+        current = health_round()
+        with self._present_lock:
+            taken, names = self._present
+            if taken != current:
+                names = self.host.names(SYS_PCI_DEVICES)
+                self._present = (current, names)
+            return names
 
     # -- a pass ----------------------------------------------------------------------------------
     def result(self, scan: DiscoveryPass) -> PassResult:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from devplugin_core import Device, HealthChecker, HostFS, HostReadError, Observation
-from devplugin_core.pci import SYS_PCI_DEVICES
 
 from .discovery import Inventory, PoolSpec
 from .links import PfLink, PfLinks
@@ -89,7 +88,7 @@ class PoolHealth(HealthChecker):
         """The PCI functions that exist: one directory listing per tick instead of one stat per
         device (a 1 000-VF pool checked every second)."""
         try:
-            return frozenset(self.host.listdir(SYS_PCI_DEVICES))
+            return self.inventory.present_functions()
         except HostReadError:
             return frozenset()
 

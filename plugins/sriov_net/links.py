@@ -62,14 +62,15 @@ class PfLinks:
 
     def read(self, pf: str) -> PfLink:
         base = f"{SYS_PCI_DEVICES}/{pf}"
-        try:
-            names = self.host.listdir(f"{base}/net")
-        except HostReadError:
-            return PfLink(pf, True)
-        if not names:
-            return PfLink(pf, self.host.exists(base))
         netdev = self._uplinks.get(pf, "")
-        if netdev not in names:
+        if not netdev or not self.host.lexists(f"{base}/net/{netdev}"):
+            # first read, or the uplink went away or was renamed: look at the PF's netdevs
+            try:
+                names = self.host.listdir(f"{base}/net")
+            except HostReadError:
+                return PfLink(pf, True)
+            if not names:
+                return PfLink(pf, self.host.exists(base))
             netdev = self._uplinks[pf] = uplink_netdev(self.host, pf, names)
         if self.monitor is not None:
             up = self.monitor.state(netdev)

@@ -142,6 +142,7 @@ PUBLIC_API = sorted(
         "decode",
         "encode",
         "extended_resource_name_error",
+        "health_round",
         "hex_id_warnings",
         "load_config",
         "load_document",

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import threading
 import urllib.request
 
 import grpc
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devplugin_core.testing import FakePodResources, PodAssignment, run_plugin, write_config
 
-from .gadget import SPEC, add_gadgets, config
+from .gadget import SPEC, GadgetHealth, add_gadgets, config
 
 RES = "example.com/gadget"
 
@@ -56,6 +57,64 @@ async def test_health_loop_runs_on_its_own(fake_host, fake_kubelet):
         await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Unhealthy")
         fake_host.write(f"/sys/bus/pci/devices/{ids[0]}/gadget_ok", "1\n")
         await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
+
+
+async def test_steady_state_ticks_run_in_the_quiet_thread(fake_host, fake_kubelet):
+    ids = add_gadgets(fake_host, 1)
+    doc = config(RES, healthInterval=0.05)
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=doc) as runtime:
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
+        checker = runtime.resources[RES].resource.health
+        original = checker.check  # type: ignore[union-attr]
+        threads: list[str] = []
+
+        def recording(devices):  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            return original(devices)
+
+        checker.check = recording  # type: ignore[method-assign,union-attr]
+        await fake_kubelet.wait_until(lambda: len(threads) >= 5, what="five quiet ticks")
+        assert set(threads[1:]) == {"devplugin-health"}, threads  # the loop did not tick
+        ok = runtime.registry.get_sample_value(
+            "devplugin_health_checks_total", {"resource": RES, "result": "ok"}
+        )
+        assert ok is not None and ok >= 5  # quiet ticks are counted
+        # a problem found by a quiet tick reaches the kubelet; recovery, then quiet again
+        fake_host.write(f"/sys/bus/pci/devices/{ids[0]}/gadget_ok", "0\n")
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Unhealthy")
+        fake_host.write(f"/sys/bus/pci/devices/{ids[0]}/gadget_ok", "1\n")
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
+        threads.clear()
+        await fake_kubelet.wait_until(lambda: len(threads) >= 3, what="quiet ticks again")
+        assert threads[-1] == "devplugin-health"
+
+
+async def test_a_check_hanging_in_the_quiet_thread_marks_devices_unhealthy(
+    fake_host, fake_kubelet, monkeypatch
+):
+    add_gadgets(fake_host, 1)
+    monkeypatch.setattr(GadgetHealth, "timeout", 0.3)
+    doc = config(RES, healthInterval=0.05)
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=doc) as runtime:
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
+        checker = runtime.resources[RES].resource.health
+        original = checker.check  # type: ignore[union-attr]
+        release = threading.Event()
+
+        def hanging(devices):  # type: ignore[no-untyped-def]
+            release.wait(30)
+            return original(devices)
+
+        checker.check = hanging  # type: ignore[method-assign,union-attr]
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Unhealthy")
+        timeouts = runtime.registry.get_sample_value(
+            "devplugin_health_checks_total", {"resource": RES, "result": "timeout"}
+        )
+        assert timeouts is not None and timeouts >= 1
+        checker.check = original  # type: ignore[method-assign,union-attr]
+        release.set()  # the hung call returns; checks work again and the device recovers
+        await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
+        assert runtime._failed is None
 
 
 async def test_health_checker_crash_marks_devices_unhealthy_not_the_plugin(fake_host, fake_kubelet):

@@ -314,3 +314,13 @@ async def test_thread_batcher_runs_one_job_per_loop_iteration():
         assert isinstance(results[1], ValueError) and results[2] == 3
         assert await batcher.submit(lambda: 4) == 4
         assert len(jobs) == 2
+
+
+def test_health_round_is_shared_only_inside_a_round():
+    from devplugin_core import health_round
+    from devplugin_core.health import shared_health_round
+
+    assert health_round() != health_round()  # outside a round nothing is shared
+    with shared_health_round() as current:
+        assert health_round() == health_round() == current
+    assert health_round() != current
