@@ -689,7 +689,8 @@ class PluginRuntime(Generic[C]):
 
         def hand_over(outcome: Outcome, duration: float) -> None:  # in the quiet thread
             handed.append((outcome, duration))
-            loop.call_soon_threadsafe(wake.fire)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+                loop.call_soon_threadsafe(wake.fire)
 
         def record_ok(duration: float) -> None:  # in the quiet thread
             ok_count.inc()

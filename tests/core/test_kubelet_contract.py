@@ -138,7 +138,8 @@ async def test_one_socket_per_resource(fake_host, fake_kubelet):
             await fake_kubelet.wait_for_registration(name)
         ours = [s for s in _sockets(fake_kubelet.directory) if s != "kubelet.sock"]
         assert len(ours) == 3 and len({r.endpoint for r in fake_kubelet.registrations}) == 3
-        assert runtime.ready()[0]
+        # the kubelet records the registration before the plugin's Register call returns
+        await fake_kubelet.wait_until(lambda: runtime.ready()[0], what="ready")
     assert _sockets(fake_kubelet.directory) == ["kubelet.sock"]  # removed on stop
 
 

@@ -135,7 +135,7 @@ async def test_health_checker_crash_marks_devices_unhealthy_not_the_plugin(fake_
             )
             == 1
         )
-        assert runtime.ready()[0]
+        await fake_kubelet.wait_until(lambda: runtime.ready()[0], what="ready")
 
 
 async def test_rediscovery_adds_and_removes_devices(fake_host, fake_kubelet):
