@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .api import Observation
 from .health import shared_health_round
@@ -37,7 +37,7 @@ class QuietJob:
     #: called in the thread after a check that found nothing wrong, with its duration
     record_ok: Callable[[float], None]
     next_at: float = 0.0
-    last_done: float = field(default_factory=time.monotonic)
+    last_done: float = 0.0  # set by QuietTicks.add, then after every finished check
     running_since: float | None = None
     active: bool = True
 

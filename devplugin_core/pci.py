@@ -24,6 +24,7 @@ __all__ = [
     "ARPHRD_LINK_TYPES",
     "PCI_ADDRESS",
     "SYS_PCI_DEVICES",
+    "SYS_PCI_DRIVERS",
     "CharDevice",
     "NetDevice",
     "PciDevice",
@@ -40,6 +41,7 @@ __all__ = [
 log = logging.getLogger("devplugin.pci")
 
 SYS_PCI_DEVICES = "/sys/bus/pci/devices"
+SYS_PCI_DRIVERS = "/sys/bus/pci/drivers"
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _PCI_COMPONENT = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _HEX_ID = re.compile(r"^(0x)?[0-9a-fA-F]{1,4}$")

@@ -578,24 +578,30 @@ class PluginRuntime(Generic[C]):
         """True when every resource has a fingerprint and none changed since the last scan
         (a full periodic rescan would then only re-read what is known not to have moved)."""
         resources = {name: rt.resource for name, rt in self.resources.items()}
-        if not resources or any(
-            type(r.discoverer).fingerprint is Discoverer.fingerprint for r in resources.values()
-        ):
+        if not resources or not all(_has_fingerprint(r) for r in resources.values()):
             return False
+        prints = await self._take_fingerprints(resources)
+        return bool(prints) and prints == self._fingerprints
+
+    async def _take_fingerprints(
+        self, resources: dict[str, Resource]
+    ) -> dict[str, Hashable] | None:
+        """The fingerprints of ``resources``, taken in a worker thread; None while another
+        take is still running or when this one times out."""
         if self._fingerprint_job.busy:
-            return False
+            return None
         try:
-            prints = await self._fingerprint_job.run(
+            return await self._fingerprint_job.run(
                 self._bg_pool, 10, functools.partial(self._fingerprint_blocking, resources)
             )
         except TimeoutError:
-            return False
-        return bool(prints) and prints == self._fingerprints
+            log.warning("fingerprint check timed out")
+            return None
 
     def _fingerprint_blocking(self, resources: dict[str, Resource]) -> dict[str, Hashable]:
         out: dict[str, Hashable] = {}
         for name, resource in resources.items():
-            if type(resource.discoverer).fingerprint is Discoverer.fingerprint:
+            if not _has_fingerprint(resource):
                 continue
             try:
                 out[name] = resource.discoverer.fingerprint(self.host)
@@ -608,21 +614,10 @@ class PluginRuntime(Generic[C]):
             interval = self.resource_set.fingerprint_interval if self.resource_set else 5.0
             await self.reloaded.wait(self.reloaded.generation, timeout=max(interval, 0.05))
             resources = {name: rt.resource for name, rt in self.resources.items()}
-            if not any(
-                type(r.discoverer).fingerprint is not Discoverer.fingerprint
-                for r in resources.values()
-            ):
+            if not any(_has_fingerprint(r) for r in resources.values()):
                 continue
-            if self._fingerprint_job.busy:
-                continue
-            try:
-                prints = await self._fingerprint_job.run(
-                    self._bg_pool, 10, functools.partial(self._fingerprint_blocking, resources)
-                )
-            except TimeoutError:
-                log.warning("fingerprint check timed out")
-                continue
-            if prints != self._fingerprints:
+            prints = await self._take_fingerprints(resources)
+            if prints is not None and prints != self._fingerprints:
                 log.info("host changed (fingerprint); rediscovering")
                 await self.discover_once()  # takes a new fingerprint baseline
 
@@ -645,7 +640,7 @@ class PluginRuntime(Generic[C]):
             outcome = await rt.health_job.run(
                 self._health_batch, checker.timeout, lambda: rt.run_check(devices)
             )
-        except (TimeoutError, Exception) as err:
+        except Exception as err:  # TimeoutError included
             outcome = err
         return self._apply_health(name, rt, devices, outcome, time.monotonic() - start)
 
@@ -852,6 +847,11 @@ class PluginRuntime(Generic[C]):
         async with ConfigWatch(path) as watch:
             async for _ in watch.changes():
                 await self.reload("file changed")
+
+
+def _has_fingerprint(resource: Resource) -> bool:
+    """The resource's discoverer overrides :meth:`Discoverer.fingerprint`."""
+    return type(resource.discoverer).fingerprint is not Discoverer.fingerprint
 
 
 def _all_bad(devices: Sequence[Device], reason: str) -> dict[str, Observation]:

@@ -33,6 +33,7 @@ from devplugin_core import (
     match_values,
     scan_pci,
 )
+from devplugin_core.pci import SYS_PCI_DRIVERS
 from devplugin_core.pci import bridges_of as pci_bridges
 from devplugin_core.selectors import Filter
 
@@ -54,7 +55,7 @@ __all__ = [
 log = logging.getLogger("devplugin.rebel_npu.discovery")
 
 DRIVER = "rebellions"
-DRIVER_DIR = f"/sys/bus/pci/drivers/{DRIVER}"
+DRIVER_DIR = f"{SYS_PCI_DRIVERS}/{DRIVER}"
 _RBLN = re.compile(r"^rbln\d{1,6}$")
 _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _MAX_POOLS_BYTES = 64 * 1024

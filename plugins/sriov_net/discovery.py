@@ -41,7 +41,7 @@ from devplugin_core import (
     parse_vf_range,
     scan_pci,
 )
-from devplugin_core.pci import SYS_PCI_DEVICES
+from devplugin_core.pci import SYS_PCI_DEVICES, SYS_PCI_DRIVERS
 from devplugin_core.pcidp import AcceleratorSelectors, additional_info
 
 from .config import AcceleratorResource, NetResource, NetSelectors, PoolEntry
@@ -50,8 +50,6 @@ from .routes import default_route_netdevs
 from .specs import USERSPACE_DRIVERS, FunctionState, Needs, build_specs, state_from_scan
 
 __all__ = ["ACCEL_CLASS", "NET_CLASS", "Inventory", "Member", "PoolDiscoverer", "PoolSpec"]
-
-SYS_PCI_DRIVERS = "/sys/bus/pci/drivers"
 
 log = logging.getLogger("devplugin.sriov_net.discovery")
 
