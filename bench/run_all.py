@@ -74,7 +74,7 @@ class Bench:
             "rebel-npu": Plugin(
                 "rebel-npu",
                 node.npu_config(self.dir),
-                {"rebellions.ai/ATOM": 16, "rebellions.ai/REBEL": 0},
+                {"rebellions.ai/ATOM": 16},  # zero-config: only the families present
             ),
         }
 
@@ -344,7 +344,7 @@ class Bench:
         plugin = Plugin(
             "rebel-npu",
             self.node.npu_config(self.dir, rsd="create"),
-            {"rebellions.ai/ATOM": 16, "rebellions.ai/REBEL": 0},
+            {"rebellions.ai/ATOM": 16},  # zero-config: only the families present
         )
         n = 10 if self.quick else 40
         async with self.kubelet() as kubelet:
@@ -390,7 +390,7 @@ class Bench:
         ):
             await kubelet.wait_for_devices(resource, lambda d: len(d) == 10_000, 60)
             runtime = rt.resources[resource]
-            discoverer = runtime.resource.discoverer
+            slots_of = rt.plugin.scanner.slots[0]  # type: ignore[union-attr,attr-defined]
 
             def history() -> int:
                 return len(kubelet.connections[resource].history)
@@ -402,7 +402,7 @@ class Bench:
             for i in range(runs):
                 # rdmaHcaMax 10 000 <-> 10 001 (a config change): one discovery pass
                 slots = 10_001 if i % 2 == 0 else 10_000
-                discoverer.config = dataclasses.replace(discoverer.config, rdma_hca_max=slots)
+                slots_of.config = dataclasses.replace(slots_of.config, rdma_hca_max=slots)
                 seen, t0 = history(), time.perf_counter()
                 await rt.discover_once()
                 await sent(seen, t0, count)
@@ -431,8 +431,9 @@ class Bench:
 
     # -- 9. discovery time as the host grows --------------------------------------------------
     async def discovery_scaling(self) -> None:
-        from devplugin_core import DiscoveryPass, PluginContext, decode
+        from devplugin_core import PluginContext, decode
         from devplugin_core.hostfs import HostFS
+        from devplugin_core.testing import scan_once
         from plugins.rdma_shared import SPEC as RDMA
         from plugins.sriov_net import SPEC as SRIOV
 
@@ -450,13 +451,11 @@ class Bench:
                 ("rdma-shared", RDMA, node.rdma_config(), {}),
             ):
                 config = decode(spec.config_model, document).value
-                resources = spec.resources(config, PluginContext(host=host, options=options))
+                plugin = spec.make(config, PluginContext(host=host, options=options))
                 series = Series()
                 for _ in range(runs):
                     t = time.perf_counter()
-                    scan = DiscoveryPass(host)
-                    for res in resources.resources:
-                        res.discoverer.discover(scan)
+                    scan_once(plugin, host)
                     series.add(1000 * (time.perf_counter() - t))
                 row[label] = series.as_dict()
             out[f"{pfs} PFs x 127 VFs"] = row

@@ -1,11 +1,12 @@
 """devplugin_core: a framework for Kubernetes device plugins.
 
-Vendors implement a :class:`Discoverer` (which devices exist), an :class:`Allocator` (what a
-container gets) and optionally a :class:`HealthChecker` (which devices are healthy), group them
-into :class:`Resource` s, and publish a :class:`PluginSpec` through the ``devplugin.plugins``
-entry-point group. The framework speaks the kubelet device plugin API ``v1beta1``: one gRPC server
-and socket per resource, registration and re-registration, health with recovery, preferred
-allocation, CDI, hot config reload, Prometheus metrics and a CLI (``devplugin``).
+Vendors implement a :class:`Scanner` (which devices each resource has, from one pass over the host),
+an :class:`Allocator` (what a container gets) and optionally a :class:`HealthChecker` (which devices
+are healthy), name them in :class:`Resource` s of a :class:`Plugin`, and publish a
+:class:`PluginSpec` through the ``devplugin.plugins`` entry-point group. The framework speaks the
+kubelet device plugin API ``v1beta1``: one gRPC server and socket per resource, registration and
+re-registration, health with recovery, preferred allocation, CDI, hot config reload, Prometheus metrics
+and a CLI (``devplugin``).
 The testing kit lives in :mod:`devplugin_core.testing`.
 """
 
@@ -17,17 +18,18 @@ from .allocation import prefer_nested, prefer_packed
 from .api import (
     AllocationRequest,
     Allocator,
-    Discoverer,
-    DiscoveryPass,
     HealthChecker,
+    MetricsCollector,
     Observation,
+    Plugin,
     PluginContext,
     PluginFlag,
     PluginSpec,
     PreferredRequest,
     Rejection,
     Resource,
-    ResourceSet,
+    Scan,
+    Scanner,
     numa_level,
 )
 from .config import DecodeContext, decode, encode, load_document, one_or_many, option
@@ -42,7 +44,6 @@ from .errors import (
     UnhealthyDeviceError,
     UnknownDeviceError,
 )
-from .health import health_round
 from .hostfs import HostFS, HostReadError
 from .model import (
     ContainerEdits,
@@ -50,6 +51,7 @@ from .model import (
     DeviceNode,
     Health,
     Mount,
+    Part,
     extended_resource_name_error,
     natural_key,
     validate_resource_name,
@@ -95,20 +97,21 @@ __all__ = [
     "Device",
     "DeviceNode",
     "DevicePluginError",
-    "Discoverer",
     "DiscoveryError",
-    "DiscoveryPass",
     "Health",
     "HealthChecker",
     "HostFS",
     "HostPathError",
     "HostReadError",
     "LockTimeout",
+    "MetricsCollector",
     "Mount",
     "NetDevice",
     "Observation",
+    "Part",
     "PciDevice",
     "PciScan",
+    "Plugin",
     "PluginContext",
     "PluginFlag",
     "PluginNotFoundError",
@@ -122,8 +125,9 @@ __all__ = [
     "RegistrationError",
     "Rejection",
     "Resource",
-    "ResourceSet",
     "RuntimeOptions",
+    "Scan",
+    "Scanner",
     "Selector",
     "UnhealthyDeviceError",
     "UnknownDeviceError",
@@ -134,7 +138,6 @@ __all__ = [
     "decode",
     "encode",
     "extended_resource_name_error",
-    "health_round",
     "hex_id_warnings",
     "load_config",
     "load_document",

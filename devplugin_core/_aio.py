@@ -61,7 +61,7 @@ async def in_thread(
     """Run blocking ``fn`` in ``executor``; raise TimeoutError after ``timeout`` seconds.
 
     A call that times out keeps its thread until it returns: callers must not start another
-    call of the same job while one is still running (see :class:`Exclusive`).
+    call of the same job while one is still running.
     """
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
@@ -96,91 +96,6 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, grace: float = 10.
     for finished in tasks:  # retrieve outcomes so asyncio does not log "never retrieved"
         if finished is not None and finished.done() and not finished.cancelled():
             finished.exception()
-
-
-class ThreadBatcher:
-    """Runs the blocking calls submitted during one event-loop iteration as a single job in a
-    worker thread: one thread handoff per tick instead of one per call (health checks of
-    resources with the same interval fall due together). Each call keeps its own result or
-    exception; a call that hangs delays the others of its batch (their callers time out too).
-    """
-
-    def __init__(self, executor: concurrent.futures.Executor) -> None:
-        self.executor = executor
-        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
-
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((fn, future))
-        return future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        loop = asyncio.get_running_loop()
-
-        def work() -> list[tuple[bool, Any]]:
-            out: list[tuple[bool, Any]] = []
-            for fn, _ in batch:
-                try:
-                    out.append((True, fn()))
-                except Exception as err:
-                    out.append((False, err))
-            return out
-
-        def deliver(done: asyncio.Future[list[tuple[bool, Any]]]) -> None:
-            if done.cancelled():  # the executor shut down
-                for _, future in batch:
-                    future.cancel()
-                return
-            error = done.exception()
-            for index, (_, future) in enumerate(batch):
-                if future.done():
-                    continue
-                if error is not None:
-                    future.set_exception(error)
-                    continue
-                ok, value = done.result()[index]
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-
-        try:
-            loop.run_in_executor(self.executor, work).add_done_callback(deliver)
-        except RuntimeError as err:  # the executor has shut down: fail the batch, never strand it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(err)
-
-
-class Exclusive:
-    """Runs at most one instance of a threaded job at a time; callers skip while busy."""
-
-    def __init__(self) -> None:
-        self._busy: asyncio.Future[Any] | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._busy is not None and not self._busy.done()
-
-    async def run(
-        self,
-        executor: concurrent.futures.Executor | ThreadBatcher,
-        timeout: float,
-        fn: Callable[[], T],
-    ) -> T:
-        """Run ``fn`` in ``executor`` (or as part of a batch) and wait up to ``timeout``."""
-        if self.busy:
-            raise RuntimeError("previous run still in progress")
-        if isinstance(executor, ThreadBatcher):
-            future: asyncio.Future[T] = executor.submit(fn)
-        else:
-            future = asyncio.get_running_loop().run_in_executor(executor, fn)
-        self._busy = future
-        return await bounded(asyncio.shield(future), timeout)
 
 
 class Backoff:

@@ -1,12 +1,16 @@
 """A tiny asyncio HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
 
-It runs on the event loop (no extra threads), binds exactly the address it is given and can
-serve TLS from a cert/key pair.
+It runs on the event loop and binds exactly the address it is given; it can serve TLS from a
+cert/key pair. A scrape runs the collectors (plugins read sysfs there) in one worker thread with
+a deadline of :data:`SCRAPE_TIMEOUT` seconds: a slow collector makes that scrape answer 503,
+never stalls the loop (ListAndWatch, Allocate), and scrapes meanwhile share the one running
+collection instead of piling up threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -23,6 +27,7 @@ log = logging.getLogger("devplugin.http")
 __all__ = ["HttpServer", "parse_address"]
 
 _MAX_REQUEST = 8192
+SCRAPE_TIMEOUT = 3.0
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -42,6 +47,7 @@ class HttpServer:
         address: str,
         registry: CollectorRegistry,
         ready: Callable[[], tuple[bool, str]],
+        healthy: Callable[[], tuple[bool, str]] = lambda: (True, "ok"),
         *,
         certfile: str | None = None,
         keyfile: str | None = None,
@@ -49,6 +55,9 @@ class HttpServer:
         self.host, self.requested_port = parse_address(address)
         self.registry = registry
         self.ready = ready
+        self.healthy = healthy
+        self._collector = concurrent.futures.ThreadPoolExecutor(1, "devplugin-scrape")
+        self._scrape: asyncio.Future[bytes] | None = None
         self.ssl: ssl.SSLContext | None = None
         self._tls_files = (certfile or "", keyfile or "")
         self._tls_stamp: tuple[float, float] = (0.0, 0.0)
@@ -106,6 +115,21 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await bounded(self._server.wait_closed(), 2)
             self._server = None
+        self._collector.shutdown(wait=False, cancel_futures=True)
+
+    async def scrape(self) -> tuple[int, bytes]:
+        """(status, body) of one ``/metrics`` request (see the module docstring)."""
+        if self._scrape is None or self._scrape.done():
+            loop = asyncio.get_running_loop()
+            self._scrape = loop.run_in_executor(self._collector, generate_latest, self.registry)
+        try:
+            return 200, await bounded(asyncio.shield(self._scrape), SCRAPE_TIMEOUT)
+        except TimeoutError:
+            log.warning("metrics collection still running after %gs; answering 503", SCRAPE_TIMEOUT)
+            return 503, f"metrics collection did not finish within {SCRAPE_TIMEOUT:g}s\n".encode()
+        except Exception as err:
+            log.exception("metrics collection failed")
+            return 503, f"metrics collection failed: {err}\n".encode()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -120,9 +144,11 @@ class HttpServer:
             if method not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain", b"method not allowed\n"
             elif path == "/metrics":
-                status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+                status, body = await self.scrape()
+                ctype = CONTENT_TYPE_LATEST if status == 200 else "text/plain"
             elif path == "/healthz":
-                status, ctype, body = 200, "text/plain", b"ok\n"
+                ok, detail = self.healthy()
+                status, ctype, body = (200 if ok else 503), "text/plain", (detail + "\n").encode()
             elif path == "/readyz":
                 ok, detail = self.ready()
                 status, ctype, body = (200 if ok else 503), "text/plain", (detail + "\n").encode()

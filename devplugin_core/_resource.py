@@ -1,125 +1,37 @@
-"""The live state of one resource: devices, health, snapshot, and the Allocate logic."""
+"""The live state of one resource: devices, health, snapshot, and the Allocate logic.
+
+A :class:`ResourceRuntime` is owned by the event loop. The scan hands it whole device lists
+(:meth:`set_devices`), the health scheduler hands it observations (:meth:`observe`); both
+publish a new immutable snapshot when something the kubelet sees changed. The gRPC servicer
+reads the snapshot and calls :meth:`allocate`, :meth:`preferred` and :meth:`pre_start`, whose
+plugin code runs in worker threads with deadlines.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import logging
-import os
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from ._aio import Exclusive, Signal, in_thread
+from ._aio import Signal, in_thread
+from ._hysteresis import HealthTracker
+from ._paths import EditsValidator, VerifiedPaths, live_parts
 from ._render import DeviceListEncoder
 from .api import AllocationRequest, Observation, PreferredRequest, Resource
 from .cdi import CdiKind, annotate, cdi_kind
 from .errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
-from .health import HealthTracker
 from .hostfs import HostFS
 from .metrics import Metrics
-from .model import ContainerEdits, Device, DeviceNode, Health, Mount
+from .model import ContainerEdits, Device, Health
 from .store import ResourceState, Snapshot
 
 log = logging.getLogger("devplugin.resource")
 
-__all__ = ["ResourceRuntime", "validate_edits"]
+__all__ = ["ResourceRuntime"]
 
-
-def _check_container_path(path: str) -> None:
-    if not path.startswith("/") or ".." in path.split("/") or path.rstrip("/") == "":
-        raise HostPathError(path, "container path must be absolute, without '..', and not '/'")
-
-
-class VerifiedPaths:
-    """Host paths that passed the full check, with the inode they resolved to.
-
-    On the Allocate path a path is re-verified with one ``stat``: if it still leads to the very
-    inode that passed canonicalisation and the allow-list, the cached canonical path stands;
-    anything else (a swapped symlink, a replaced node) goes through the full check again. A
-    cache belongs to one :class:`Resource` (its allow-lists) and is dropped with it.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], tuple[str, int, int]] = {}
-
-    def get(self, host: HostFS, kind: str, path: str) -> str | None:
-        entry = self._entries.get((kind, path))
-        if entry is None:
-            return None
-        try:
-            st = os.stat(host.local(path))
-        except OSError:
-            return None
-        return entry[0] if (st.st_dev, st.st_ino) == entry[1:] else None
-
-    def put(self, host: HostFS, kind: str, path: str, canonical: str) -> None:
-        try:
-            st = os.stat(host.local(canonical))
-        except OSError:
-            return
-        if len(self._entries) > 65536:
-            self._entries.clear()
-        self._entries[(kind, path)] = (canonical, st.st_dev, st.st_ino)
-
-
-class EditsValidator:
-    """Canonicalises and allow-lists the host paths of container edits, caching per path
-    within one validation run (and across runs through ``verified``, see VerifiedPaths)."""
-
-    def __init__(
-        self, host: HostFS, resource: Resource, verified: VerifiedPaths | None = None
-    ) -> None:
-        self.host = host
-        self.resource = resource
-        self.verified = verified
-        self._seen: dict[tuple[str, str], str | HostPathError] = {}
-
-    def _check(self, kind: str, path: str) -> str:
-        hit = self._seen.get((kind, path))
-        if hit is None and self.verified is not None:
-            hit = self.verified.get(self.host, kind, path)
-        if hit is None:
-            try:
-                if kind == "node":
-                    hit = self.host.check_device_node(path, self.resource.device_allowlist)
-                else:
-                    hit = self.host.check_mount_source(path, self.resource.mount_allowlist)
-                if self.verified is not None:
-                    self.verified.put(self.host, kind, path, hit)
-            except HostPathError as err:
-                hit = err
-            self._seen[(kind, path)] = hit
-        if isinstance(hit, HostPathError):
-            raise hit
-        return hit
-
-    def _node(self, path: str) -> str:
-        return self._check("node", path)
-
-    def _mount(self, path: str) -> str:
-        return self._check("mount", path)
-
-    def validate(self, edits: ContainerEdits) -> ContainerEdits:
-        """Edits with canonical host paths; raises HostPathError for anything not allowed."""
-        if not edits.device_nodes and not edits.mounts:
-            return edits
-        nodes = []
-        for n in edits.device_nodes:
-            host_path = self._node(n.host_path)
-            _check_container_path(n.container_path)
-            nodes.append(DeviceNode(host_path, n.container_path, n.permissions))
-        mounts = []
-        for m in edits.mounts:
-            host_path = self._mount(m.host_path)
-            _check_container_path(m.container_path)
-            mounts.append(Mount(host_path, m.container_path, m.read_only))
-        return dataclasses.replace(edits, device_nodes=tuple(nodes), mounts=tuple(mounts))
-
-
-def validate_edits(host: HostFS, resource: Resource, edits: ContainerEdits) -> ContainerEdits:
-    """Validate ``edits`` against ``resource``'s allow-lists (no caching)."""
-    return EditsValidator(host, resource).validate(edits)
+#: (part name, why it was left out) per Allocate, handed back to the loop
+Omitted = list[tuple[str, str]]
 
 
 class ResourceRuntime:
@@ -131,59 +43,50 @@ class ResourceRuntime:
         host: HostFS,
         metrics: Metrics,
         alloc_pool: concurrent.futures.Executor,
+        *,
         cdi: bool,
+        rescan: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.resource = resource
         self.name = resource.name
         self.host = host
         self.metrics = metrics
         self.alloc_pool = alloc_pool
+        self.rescan = rescan
         self.verified = VerifiedPaths()
         self.state = ResourceState(resource.name)
         self.tracker = HealthTracker(resource.health.recover_after if resource.health else 2)
         self.devices: tuple[Device, ...] = ()
         self.health_keys: frozenset[str] = frozenset()
-        self.invalid: dict[str, str] = {}  # device ID -> why its edits were refused
+        self.invalid: Mapping[str, str] = {}  # device ID -> why its edits were refused
         self.cdi: CdiKind | None = cdi_kind(resource.name) if cdi else None
         self.streams = 0
         self.streams_changed = Signal()
-        self.health_job = Exclusive()
-        self._check_lock = threading.Lock()
         self.registered = False
         self._wire: tuple[int, object] | None = None
         self._encoder = DeviceListEncoder()
-
-    def run_check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
-        """One health check of ``devices`` (blocking; for worker threads). Checks of one
-        resource never overlap, whichever thread runs them."""
-        checker = self.resource.health
-        if checker is None or not devices:
-            return {}
-        with self._check_lock:
-            return checker.check(devices)
 
     # -- state ---------------------------------------------------------------------------------
     def replace_resource(self, resource: Resource) -> None:
         """Swap in a rebuilt Resource (config reload) without touching the endpoint."""
         self.resource = resource
         self.verified = VerifiedPaths()  # allow-lists may have changed
-        recover = resource.health.recover_after if resource.health else 2
-        if recover != self.tracker.recover_after:
-            self.tracker.recover_after = recover
+        self.tracker.recover_after = resource.health.recover_after if resource.health else 2
 
-    def set_devices(self, devices: Sequence[Device]) -> bool:
-        """Adopt a discovery result; returns True if the advertised snapshot changed."""
+    def set_devices(self, devices: Sequence[Device], invalid: Mapping[str, str]) -> bool:
+        """Adopt a scan result; returns True if the advertised snapshot changed."""
         seen: dict[str, Device] = {}
         for device in devices:
             if device.id in seen:
                 log.error(
-                    "%s: duplicate device ID %s from discovery; keeping the first",
+                    "%s: duplicate device ID %s from the scan; keeping the first",
                     self.name,
                     device.id,
                 )
                 continue
             seen[device.id] = device
         self.devices = tuple(seen.values())
+        self.invalid = invalid
         self.health_keys = frozenset(d.health_key for d in self.devices)
         self.tracker.forget(self.health_keys)
         return self.publish()
@@ -201,9 +104,12 @@ class ResourceRuntime:
         return self.publish() if transitions else False
 
     def publish(self) -> bool:
-        by_key = {k: self.tracker.is_healthy(k) for k in self.health_keys}
+        tracker = self.tracker
         good, bad = Health.HEALTHY, Health.UNHEALTHY
-        health = {d.id: good if d.healthy and by_key[d.health_key] else bad for d in self.devices}
+        health = {
+            d.id: good if d.healthy and tracker.is_healthy(d.health_key) else bad
+            for d in self.devices
+        }
         return self.state.publish(self.devices, health)
 
     @property
@@ -236,23 +142,49 @@ class ResourceRuntime:
                 raise UnhealthyDeviceError(self.name, sick, reasons)
         return tuple(snapshot.by_id[i] for i in ids)
 
-    def _allocate_blocking(self, resource: Resource, devices: tuple[Device, ...]) -> ContainerEdits:
-        edits = resource.allocator.allocate(AllocationRequest(resource.name, devices))
+    def _allocate_blocking(
+        self, resource: Resource, devices: tuple[Device, ...]
+    ) -> tuple[ContainerEdits, Omitted]:
+        validator = EditsValidator(self.host, resource, self.verified)
+        omitted: Omitted = []
+        live = []
+        for device in devices:
+            kept, gone = live_parts(validator, device)
+            live.append(kept)
+            for part, err in gone:
+                omitted.append((part.name, err.reason))
+                self.metrics.parts_omitted.labels(self.name, part.name, "vanished").inc()
+                log.warning(
+                    "%s: Allocate of %s leaves out %s (vanished: %s)",
+                    self.name,
+                    device.id,
+                    part.name,
+                    err.reason,
+                )
+        edits = resource.allocator.allocate(AllocationRequest(resource.name, tuple(live)))
         if not isinstance(edits, ContainerEdits):
             raise AllocationError(
                 f"{type(resource.allocator).__name__}.allocate returned "
                 f"{type(edits).__name__}, not ContainerEdits"
             )
-        validator = EditsValidator(self.host, resource, self.verified)
         edits = validator.validate(edits)
         if self.cdi is None:
-            return edits
-        with_cdi = [d for d in devices if d.edits.device_nodes or d.edits.mounts]
-        covered = ContainerEdits().merge(*(d.edits for d in with_cdi))
+            return edits, omitted
+        names: list[str] = []
+        covered_parts: list[ContainerEdits] = []
+        for device in live:
+            if device.edits.device_nodes or device.edits.mounts:
+                names.append(device.cdi_name)
+                covered_parts.append(device.edits)
+            for part in device.parts:
+                if part.edits.device_nodes or part.edits.mounts:
+                    names.append(part.cdi_name)
+                    covered_parts.append(part.edits)
+        covered = ContainerEdits().merge(*covered_parts)
         covered = validator.validate(
             ContainerEdits(device_nodes=covered.device_nodes, mounts=covered.mounts)
         )
-        return edits.without(covered).merge(annotate(self.cdi, [d.cdi_name for d in with_cdi]))
+        return edits.without(covered).merge(annotate(self.cdi, names)), omitted
 
     async def allocate(self, ids: Sequence[str]) -> ContainerEdits:
         """Container edits for one container request (raises AllocationError/HostPathError)."""
@@ -260,7 +192,7 @@ class ResourceRuntime:
         devices = self.resolve(ids)
         start = time.monotonic()
         try:
-            edits = await in_thread(
+            edits, omitted = await in_thread(
                 self.alloc_pool,
                 resource.allocate_timeout,
                 self._allocate_blocking,
@@ -272,8 +204,14 @@ class ResourceRuntime:
                 f"allocation for {self.name} did not finish within {resource.allocate_timeout:g}s",
                 ids,
             ) from None
+        except HostPathError as err:
+            if err.missing:
+                self.rescan(f"{self.name}: Allocate found {err.path} missing")
+            raise
         finally:
             self.metrics.allocate_duration.labels(self.name).observe(time.monotonic() - start)
+        if omitted:
+            self.rescan(f"{self.name}: Allocate left out vanished {omitted[0][0]}")
         self.metrics.allocated_devices.labels(self.name).inc(len(devices))
         return edits
 

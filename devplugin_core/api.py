@@ -1,15 +1,18 @@
-"""The extension points vendors implement: Discoverer, Allocator, HealthChecker, PluginSpec.
+"""The extension points vendors implement: Scanner, Allocator, HealthChecker, PluginSpec.
 
-A *resource* is an extended resource name plus a Discoverer (which devices exist), an Allocator
-(what a container gets) and optionally a HealthChecker (which devices are healthy). A *plugin* is
-a config model plus a function from config to resources, published through the Python entry-point
-group ``devplugin.plugins``::
+A *plugin* is a config model plus a ``build(config, ctx)`` function returning a :class:`Plugin`:
+one :class:`Scanner` that reads the host in one pass and reports the devices of every
+:class:`Resource`, plus plugin-wide settings. Each resource names an extended resource and the
+components that serve it: an :class:`Allocator` (what a container gets) and optionally a
+:class:`HealthChecker` (which devices are healthy). Plugins are published through the Python
+entry-point group ``devplugin.plugins``::
 
     [project.entry-points."devplugin.plugins"]
     acme-widget = "acme_plugin:SPEC"
 
-Data flows one way: discovery mints :class:`~devplugin_core.model.Device` values, health checks
-report :class:`Observation` s about them, the framework joins both into snapshots for the kubelet,
+Data flows one way: the scanner mints :class:`~devplugin_core.model.Device` values (with a
+typed ``payload`` for the allocator and health checker), health checks report
+:class:`Observation` s about them, the framework joins both into snapshots for the kubelet,
 and Allocate hands the requested Device objects back to the Allocator. Plugins never see gRPC.
 """
 
@@ -17,31 +20,34 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from .errors import ConfigError
 from .hostfs import DEFAULT_DEVICE_ALLOWLIST, HostFS
 from .model import ContainerEdits, Device, validate_resource_name
+from .store import Snapshot
 
 __all__ = [
     "AllocationRequest",
     "Allocator",
-    "Discoverer",
-    "DiscoveryPass",
     "HealthChecker",
+    "MetricsCollector",
     "Observation",
+    "Plugin",
     "PluginContext",
     "PluginFlag",
     "PluginSpec",
     "PreferredRequest",
     "Rejection",
     "Resource",
-    "ResourceSet",
+    "Scan",
+    "Scanner",
+    "numa_level",
 ]
 
 C = TypeVar("C")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,67 +67,11 @@ class PluginContext:
         return self.options.get(name, default)
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """Why a candidate device was not advertised (shown by ``devplugin discover``)."""
-
-    subject: str
-    reason: str
-    resource: str = ""
-
-
-class DiscoveryPass:
-    """One discovery pass over the host, shared by every resource of a plugin.
-
-    :meth:`cached` lets resources share expensive work within the pass (one PCI scan, one pool
-    assignment for first-match-wins selectors); :meth:`reject` records why a candidate was left
-    out so ``devplugin discover`` can explain it.
-    """
-
-    def __init__(self, host: HostFS) -> None:
-        self.host = host
-        self.rejections: list[Rejection] = []
-        self._rejected: set[Rejection] = set()  # O(1) dedup: a big host has 1000s of these
-        self._cache: dict[Hashable, Any] = {}
-
-    def cached(self, key: Hashable, factory: Callable[[], T]) -> T:
-        """The value of ``factory()``, computed at most once per pass for ``key``."""
-        if key not in self._cache:
-            self._cache[key] = factory()
-        value: T = self._cache[key]
-        return value
-
-    def reject(self, subject: str, reason: str, resource: str = "") -> None:
-        """Record that ``subject`` (a PCI address, netdev...) was left out, and why."""
-        item = Rejection(subject, reason, resource)
-        if item not in self._rejected:
-            self._rejected.add(item)
-            self.rejections.append(item)
-
-
-class Discoverer(abc.ABC):
-    """Reports the current devices of one resource.
-
-    :meth:`discover` is called in a worker thread (with a time limit) at start, periodically and
-    after a config reload. It returns the *whole* current list; the framework diffs. It must not
-    raise for one bad device: skip it, log the path and call ``scan.reject``.
-    """
-
-    @abc.abstractmethod
-    def discover(self, scan: DiscoveryPass) -> Sequence[Device]:
-        """All devices of this resource right now."""
-
-    def fingerprint(self, host: HostFS) -> Hashable:
-        """A cheap value that changes when a full rediscovery is needed (default: never).
-
-        Polled more often than the full rescan (e.g. ``sriov_numvfs`` of every PF).
-        """
-        return None
-
-
+# -- allocation ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AllocationRequest:
-    """One container's Allocate request, resolved against the current snapshot."""
+    """One container's Allocate request, resolved against the current snapshot (every device
+    known and healthy; parts whose host paths vanished are already left out)."""
 
     resource: str
     devices: tuple[Device, ...]
@@ -144,7 +94,7 @@ class PreferredRequest:
 class Allocator:
     """Decides what a container gets for a set of devices.
 
-    The default :meth:`allocate` merges every device's own :attr:`Device.edits`; subclasses
+    The default :meth:`allocate` merges every device's own edits (with its parts); subclasses
     extend it through ``super().allocate(request).merge(...)``. :meth:`preferred` defaults to
     NUMA packing; :meth:`pre_start` is only advertised to the kubelet when overridden.
     Both :meth:`allocate` and :meth:`pre_start` run in a worker thread with a time limit.
@@ -152,7 +102,7 @@ class Allocator:
 
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
         """Container edits for ``request.devices`` (already validated: known and healthy)."""
-        return ContainerEdits().merge(*(d.edits for d in request.devices))
+        return ContainerEdits().merge(*(d.all_edits for d in request.devices))
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:
         """Preferred device IDs; default: fewest NUMA nodes, honouring ``must_include``."""
@@ -173,12 +123,18 @@ def numa_level(device: Device) -> Hashable:
     return device.numa_nodes or None
 
 
+# -- health ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Observation:
-    """One health check result for a health key (a device ID unless devices share a key)."""
+    """One health check result for a health key (a device ID unless devices share a key).
+
+    ``rescan``: the host changed under this key (a function or one of several HCAs vanished):
+    the framework rescans at once instead of waiting for the next interval.
+    """
 
     healthy: bool
     reason: str = ""
+    rescan: bool = False
 
     @classmethod
     def ok(cls) -> Observation:
@@ -188,6 +144,11 @@ class Observation:
     def bad(cls, reason: str) -> Observation:
         return cls(False, reason)
 
+    @classmethod
+    def gone(cls, reason: str) -> Observation:
+        """Unhealthy because the host device vanished; triggers a rescan."""
+        return cls(False, reason, rescan=True)
+
 
 _OK = Observation(True)
 
@@ -195,16 +156,19 @@ _OK = Observation(True)
 class HealthChecker(abc.ABC):
     """Tells which devices are healthy; devices must be able to recover.
 
-    :meth:`check` runs in a worker thread every ``interval`` seconds (and at once when
-    :meth:`watch` calls ``wake``), bounded by ``timeout``; it returns observations keyed by
-    :attr:`Device.health_key`. Keys it leaves out count as healthy. The framework applies the
-    hysteresis: Unhealthy at the first bad observation, Healthy again after ``recover_after``
-    consecutive good ones. A check that raises or times out marks every device it covers bad.
+    :meth:`check` runs in the resource's own health thread every ``interval`` seconds (``0``:
+    only when :meth:`watch` calls ``wake``), bounded by ``timeout``; it returns observations
+    keyed by :attr:`Device.health_key`. Keys it leaves out count as healthy. The framework
+    applies the hysteresis: Unhealthy at the first bad observation, Healthy again after
+    ``recover_after`` consecutive good ones. A check that raises, or runs past ``timeout``,
+    marks every device it covers bad; one still running after ``hang_limit`` seconds fails
+    ``/healthz`` so that the kubelet restarts the plugin.
     """
 
     interval: float = 5.0
     timeout: float = 5.0
     recover_after: int = 2
+    hang_limit: float = 0.0  # 0: max(60 s, 10 x timeout)
 
     @abc.abstractmethod
     def check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
@@ -217,17 +181,37 @@ class HealthChecker(abc.ABC):
         changed. Runs on the event loop for the resource's lifetime; must never block it."""
         return None
 
+    @property
+    def hang_bound(self) -> float:
+        """Seconds after which a still-running check fails ``/healthz``."""
+        return self.hang_limit or max(60.0, 10 * self.timeout)
 
-@dataclass(frozen=True)
+
+def _check_health_settings(name: str, checker: HealthChecker) -> None:
+    where = f"{name}: {type(checker).__name__}"
+    for attr, value, ok, rule in (
+        ("interval", checker.interval, checker.interval >= 0, ">= 0 (0: only on wake())"),
+        ("timeout", checker.timeout, checker.timeout > 0, "> 0"),
+        ("recover_after", checker.recover_after, checker.recover_after >= 1, ">= 1"),
+        ("hang_limit", checker.hang_limit, checker.hang_limit >= 0, ">= 0 (0: default)"),
+    ):
+        if not ok:
+            raise ConfigError(f"{where}.{attr}", f"must be {rule}", value)
+
+
+# -- resources and scans ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
 class Resource:
-    """One extended resource: its name and the three components that serve it.
+    """One extended resource: its name and the components that serve it.
 
     ``device_allowlist`` / ``mount_allowlist``: host path prefixes that device nodes and mount
-    sources must resolve under (checked inside the host root on every Allocate).
+    sources must resolve under (checked inside the host root at every scan and Allocate).
+    ``allocate_timeout``: seconds an Allocate may take (the kubelet itself waits forever).
+    Resources compare by identity: a scan that reports a new Resource object under a known
+    name swaps its components in without restarting its endpoint.
     """
 
     name: str
-    discoverer: Discoverer
     allocator: Allocator = field(default_factory=Allocator)
     health: HealthChecker | None = None
     device_allowlist: tuple[str, ...] = DEFAULT_DEVICE_ALLOWLIST
@@ -236,35 +220,142 @@ class Resource:
 
     def __post_init__(self) -> None:
         validate_resource_name(self.name, "resource name")
+        for attr in ("device_allowlist", "mount_allowlist"):
+            prefixes = tuple(getattr(self, attr))
+            object.__setattr__(self, attr, prefixes)
+            for prefix in prefixes:
+                if not prefix.startswith("/") or ".." in prefix.split("/"):
+                    raise ConfigError(
+                        f"{self.name}: {attr}", "entries must be absolute, without '..'", prefix
+                    )
+        if not self.allocate_timeout > 0:
+            raise ConfigError(
+                f"{self.name}: allocate_timeout", "must be > 0", self.allocate_timeout
+            )
+        if self.health is not None:
+            _check_health_settings(self.name, self.health)
 
 
 @dataclass(frozen=True)
-class ResourceSet:
-    """What a plugin's build function returns: resources plus plugin-wide settings.
+class Rejection:
+    """Why a candidate device was not advertised (shown by ``devplugin discover``)."""
 
-    ``rediscover_interval``: seconds between full rescans (0 disables). ``fingerprint_interval``:
-    seconds between cheap :meth:`Discoverer.fingerprint` polls. ``collectors``: extra Prometheus
-    collectors (objects with a ``collect()`` method) for plugin metrics, built at scrape time.
-    ``max_skipped_rescans``: when every discoverer has a fingerprint, a periodic rescan whose
-    fingerprints show no change since the last pass is skipped — at most this many in a row, so
-    a full pass still runs at least every ``max_skipped_rescans + 1`` intervals (0: always scan).
+    subject: str
+    reason: str
+    resource: str = ""
+
+
+class Scan:
+    """One pass over the host, filled in by :meth:`Scanner.scan`.
+
+    :meth:`add` puts devices into a resource (a resource with devices is served; the plugin's
+    configured resources are served even while empty), :meth:`reject` records why a candidate
+    was left out so that ``devplugin discover`` can explain it.
     """
 
-    resources: tuple[Resource, ...]
-    rediscover_interval: float = 60.0
+    def __init__(self, host: HostFS, resources: Iterable[Resource] = ()) -> None:
+        self.host = host
+        self.rejections: list[Rejection] = []
+        self._rejected: set[Rejection] = set()  # O(1) dedup: a big host has 1000s of these
+        self._resources: dict[str, Resource] = {}
+        self._devices: dict[str, list[Device]] = {}
+        for resource in resources:
+            self._serve(resource)
+
+    def _serve(self, resource: Resource) -> list[Device]:
+        known = self._resources.get(resource.name)
+        if known is None:
+            self._resources[resource.name] = resource
+            return self._devices.setdefault(resource.name, [])
+        if known is not resource:
+            raise ValueError(f"two different Resource objects are named {resource.name!r}")
+        return self._devices[resource.name]
+
+    def add(self, resource: Resource, *devices: Device) -> None:
+        """Advertise ``devices`` under ``resource`` (in this order)."""
+        self._serve(resource).extend(devices)
+
+    def reject(self, subject: str, reason: str, resource: Resource | str = "") -> None:
+        """Record that ``subject`` (a PCI address, netdev...) was left out, and why."""
+        name = resource.name if isinstance(resource, Resource) else resource
+        item = Rejection(subject, reason, name)
+        if item not in self._rejected:
+            self._rejected.add(item)
+            self.rejections.append(item)
+
+    @property
+    def tree(self) -> dict[str, tuple[Resource, list[Device]]]:
+        """Resource name -> (resource, devices), in the order resources were first named."""
+        return {n: (r, self._devices[n]) for n, r in self._resources.items()}
+
+
+class Scanner(abc.ABC):
+    """Reports the devices of every resource of a plugin from one pass over the host.
+
+    :meth:`scan` runs in a worker thread with a time limit, at start, periodically, after a
+    config reload and whenever a health check or an Allocate noticed that the host changed. It
+    reports the *whole* current state; the framework diffs. It must not raise for one bad
+    device: skip it and call ``scan.reject`` with the reason (and the path).
+    """
+
+    @abc.abstractmethod
+    def scan(self, scan: Scan) -> None:
+        """Fill ``scan`` with every resource's devices as the host has them now."""
+
+    def fingerprint(self, host: HostFS) -> Hashable:
+        """A cheap value that changes when a full rescan is needed; ``None`` (the default)
+        means the plugin has none. Polled every ``Plugin.fingerprint_interval`` seconds and
+        taken right after each scan (in the scan thread) as the baseline."""
+        return None
+
+
+class MetricsCollector(Protocol):
+    """Plugin metrics, built at scrape time (in a worker thread, with a deadline)."""
+
+    def collect(self, snapshots: Mapping[str, Snapshot]) -> Iterable[Any]:
+        """Prometheus metric families for the current ``snapshots`` (resource name ->
+        what is advertised, with each device's health and payload)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """What a plugin's build function returns for one config.
+
+    ``resources``: served even while they have no devices (configured pools); a scan may add
+    devices to others, which are then served while they have devices. ``rescan_interval``:
+    seconds between full scans (0 disables periodic scans). ``fingerprint_interval``: seconds
+    between :meth:`Scanner.fingerprint` polls. ``max_skipped_rescans``: a periodic scan whose
+    fingerprint shows no change is skipped, at most this many in a row. ``collectors``: plugin
+    metrics. ``close``: called (in a worker thread) once this build is no longer used, after a
+    reload replaced it or at exit: release vendor handles and stop threads here.
+    ``description``: shown in the logs at start.
+    """
+
+    scanner: Scanner
+    resources: tuple[Resource, ...] = ()
+    rescan_interval: float = 60.0
     fingerprint_interval: float = 5.0
     max_skipped_rescans: int = 9
-    collectors: tuple[Any, ...] = ()
+    collectors: tuple[MetricsCollector, ...] = ()
+    close: Callable[[], None] | None = None
     description: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resources", tuple(self.resources))
+        object.__setattr__(self, "collectors", tuple(self.collectors))
         names = [r.name for r in self.resources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            from .errors import ConfigError
-
             raise ConfigError("resources", "resource names must be unique", dupes)
+        for attr in ("rescan_interval", "fingerprint_interval"):
+            value = getattr(self, attr)
+            if value < 0:
+                raise ConfigError(attr, "must be >= 0 (0 disables)", value)
+        if self.max_skipped_rescans < 0:
+            raise ConfigError("max_skipped_rescans", "must be >= 0", self.max_skipped_rescans)
+        if not isinstance(self.scanner, Scanner):
+            raise TypeError(f"Plugin.scanner must be a Scanner, got {type(self.scanner).__name__}")
 
 
 @dataclass(frozen=True)
@@ -283,25 +374,24 @@ class PluginFlag:
 
 @dataclass(frozen=True)
 class PluginSpec(Generic[C]):
-    """A plugin: a config model plus a function from config to resources.
+    """A plugin: a config model plus a function from config to a running :class:`Plugin`.
 
-    ``config_model``: a dataclass decoded by :func:`devplugin_core.config.decode`.
-    ``build(config, ctx)``: returns the resources (a :class:`ResourceSet` or a plain sequence of
-    :class:`Resource`); it may raise ConfigError for cross-field problems and must not do I/O
-    beyond cheap checks. ``default_config_file``: used when ``--config-file`` is not given.
-    ``config_optional``: the plugin runs on built-in defaults when no file is given or found.
-    ``preflight(config, ctx)``: host checks before serving (run in a worker thread); raise
-    DevicePluginError to refuse to start. ``on_start(config, ctx)``: one-time host housekeeping
-    when ``devplugin run`` starts serving, e.g. removing stale files of our own (worker thread,
-    after preflight; never for ``discover``/``validate`` nor on a reload).
-    ``demo(fake_host)``: adds devices to a testing FakeHost and returns the config document for
-    ``devplugin demo`` (None for defaults).
+    ``config_model``: a dataclass decoded by :func:`devplugin_core.decode`.
+    ``build(config, ctx)``: returns the :class:`Plugin`; it may raise ConfigError for
+    cross-field problems and must not do I/O beyond cheap checks. ``default_config_file``:
+    used when ``--config-file`` is not given. ``config_optional``: the plugin runs on built-in
+    defaults when no file is given or found. ``preflight(config, ctx)``: host checks before
+    serving (run in a worker thread); raise DevicePluginError to refuse to start.
+    ``on_start(config, ctx)``: one-time host housekeeping when ``devplugin run`` starts
+    serving, e.g. removing stale files of our own (worker thread, after preflight; never for
+    ``discover``/``validate`` nor on a reload). ``demo(fake_host)``: adds devices to a testing
+    FakeHost and returns the config document for ``devplugin demo`` (None for defaults).
     """
 
     name: str
     summary: str
     config_model: type[C]
-    build: Callable[[C, PluginContext], ResourceSet | Sequence[Resource]]
+    build: Callable[[C, PluginContext], Plugin]
     default_config_file: str | None = None
     config_optional: bool = False
     default_metrics_port: int | None = None
@@ -312,12 +402,12 @@ class PluginSpec(Generic[C]):
     #: Where the plugin's documentation lives (a path in its source tree or a URL).
     docs: str = ""
 
-    def resources(self, config: C, ctx: PluginContext) -> ResourceSet:
-        """Call :attr:`build` and normalise the result to a :class:`ResourceSet`."""
+    def make(self, config: C, ctx: PluginContext) -> Plugin:
+        """Call :attr:`build` and check that it returned a :class:`Plugin`."""
         built = self.build(config, ctx)
-        if isinstance(built, ResourceSet):
-            return built
-        return ResourceSet(tuple(built))
+        if not isinstance(built, Plugin):
+            raise TypeError(f"{self.name}: build() returned {type(built).__name__}, not Plugin")
+        return built
 
     def replace(self, **changes: Any) -> PluginSpec[C]:
         return dataclasses.replace(self, **changes)

@@ -103,16 +103,18 @@ class CdiWriter:
 
     @staticmethod
     def spec(kind: CdiKind, devices: Iterable[Device]) -> dict[str, object]:
-        """The spec document: one CDI device per distinct cdi_name with non-empty edits."""
+        """The spec document: one CDI device per distinct cdi_name with non-empty edits (a
+        device's own edits, and each of its parts under the part's cdi_name)."""
         entries: dict[str, dict[str, object]] = {}
         for device in devices:
-            edits = ContainerEdits(
-                device_nodes=device.edits.device_nodes, mounts=device.edits.mounts
-            )
-            if not edits:
-                continue
-            name = cdi_safe_name(device.cdi_name)
-            entries.setdefault(name, {"name": name, "containerEdits": edits.to_cdi()})
+            units = [(device.cdi_name, device.edits)]
+            units += [(p.cdi_name, p.edits) for p in device.parts]
+            for cdi_name, own in units:
+                edits = ContainerEdits(device_nodes=own.device_nodes, mounts=own.mounts)
+                if not edits:
+                    continue
+                name = cdi_safe_name(cdi_name)
+                entries.setdefault(name, {"name": name, "containerEdits": edits.to_cdi()})
         return {
             "cdiVersion": CDI_SPEC_VERSION,
             "kind": kind.kind,

@@ -10,6 +10,9 @@
     devplugin validate PLUGIN --config-file F
     devplugin demo [--once]
 
+PLUGIN is an installed plugin's name (``devplugin list``), or a plugin under development:
+``module:SPEC`` (importable from the working directory) or ``path/to/plugin.py[:SPEC]``.
+
 Every flag also reads ``DEVPLUGIN_<FLAG>`` (``DEVPLUGIN_KUBELET_DIR``...); a flag on the command
 line wins over the environment, which wins over the config file. Exit codes: 0 ok, 1 runtime
 failure, 2 invalid config or usage.
@@ -199,14 +202,14 @@ def cmd_list() -> int:
 def cmd_validate(spec: PluginSpec[Any], args: argparse.Namespace) -> int:
     runtime = PluginRuntime(spec, _options(args, spec, watch_config=False, handle_signals=False))
     try:
-        loaded, resource_set = runtime.load()
+        loaded, plugin = runtime.load()
     except ConfigError as err:
         print(f"invalid: {err}", file=sys.stderr)
         return EXIT_CONFIG
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    names = ", ".join(r.name for r in resource_set.resources) or "none"
-    print(f"valid: {loaded.source}: {len(resource_set.resources)} resources: {names}")
+    names = ", ".join(r.name for r in plugin.resources) or "none (resources follow the host)"
+    print(f"valid: {loaded.source}: {len(plugin.resources)} resources: {names}")
     return EXIT_OK
 
 
@@ -231,20 +234,16 @@ async def _discover(spec: PluginSpec[Any], args: argparse.Namespace) -> dict[str
             pod_resources_socket=None,
         ),
     )
-    loaded, resource_set = runtime.load()
-    for warning in loaded.warnings:
-        log.warning("config %s: %s", loaded.source, warning)
-    if spec.preflight is not None:
-        await asyncio.to_thread(spec.preflight, loaded.config, runtime.context)
-    runtime.loaded, runtime.resource_set = loaded, resource_set
-    for resource in resource_set.resources:
-        runtime.resources[resource.name] = runtime._new_resource(resource)
     try:
-        await runtime.discover_once()
-        await asyncio.gather(*(runtime.check_health_once(n) for n in runtime.resources))
+        await runtime.prepare()
     finally:
         await runtime.stop()
-    report: dict[str, Any] = {"config": loaded.source, "resources": [], "not_advertised": []}
+    assert runtime.loaded is not None
+    report: dict[str, Any] = {
+        "config": runtime.loaded.source,
+        "resources": [],
+        "not_advertised": [],
+    }
     for name, rt in runtime.resources.items():
         snapshot = rt.snapshot
         report["resources"].append(

@@ -98,11 +98,16 @@ class ConfigError(DevicePluginError):
 
 
 class HostPathError(DevicePluginError):
-    """A host path (from config, sysfs or a tool) failed canonicalisation or the allow-list."""
+    """A host path (from config, sysfs or a tool) failed canonicalisation or the allow-list.
 
-    def __init__(self, path: str, reason: str) -> None:
+    ``missing``: the path (or a component of it) does not exist, e.g. a hot-removed device's
+    node; every other failure is a refusal.
+    """
+
+    def __init__(self, path: str, reason: str, *, missing: bool = False) -> None:
         self.path = path
         self.reason = reason
+        self.missing = missing
         super().__init__(f"refusing host path {path!r}: {reason}")
 
 

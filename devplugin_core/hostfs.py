@@ -203,7 +203,9 @@ class HostFS:
                 st = os.lstat(self.local(candidate))
             except OSError as err:
                 if strict:
-                    raise HostPathError(host_path, f"{candidate} does not exist") from err
+                    raise HostPathError(
+                        host_path, f"{candidate} does not exist", missing=True
+                    ) from err
                 resolved.append(part)
                 resolved.extend(p for p in pending if p not in ("", "."))
                 break
@@ -229,10 +231,24 @@ class HostFS:
         real = self.realpath(host_path)
         allowed = tuple(allow)
         if not any(_under(real, prefix) for prefix in allowed):
-            shown = ", ".join(allowed) or "nothing"
             via = f" (resolves to {real})" if real != os.path.normpath(host_path) else ""
+            if not allowed:
+                raise HostPathError(
+                    host_path,
+                    f"no host path is allowed{via}: the resource's allow-list is empty "
+                    "(mounts need Resource(mount_allowlist=(<host directory>,)))",
+                )
+            shown = ", ".join(allowed)
             raise HostPathError(host_path, f"outside the allowed prefixes {shown}{via}")
         return real
+
+    def _mode(self, host_path: str, real: str) -> int:
+        try:
+            return os.stat(self.local(real)).st_mode
+        except OSError as err:
+            raise HostPathError(
+                host_path, f"cannot stat: {err.strerror}", missing=err.errno in _MISSING
+            ) from err
 
     def check_device_node(
         self, host_path: str, allow: Sequence[str] = DEFAULT_DEVICE_ALLOWLIST
@@ -243,10 +259,7 @@ class HostFS:
         non-directory file).
         """
         real = self._checked(host_path, allow)
-        try:
-            mode = os.stat(self.local(real)).st_mode
-        except OSError as err:
-            raise HostPathError(host_path, f"cannot stat: {err.strerror}") from err
+        mode = self._mode(host_path, real)
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             return real
         if self.fake and stat.S_ISREG(mode):
@@ -261,10 +274,7 @@ class HostFS:
         real = self._checked(host_path, allow)
         if real in MOUNT_DENY_EXACT or any(_under(real, p) for p in MOUNT_DENYLIST):
             raise HostPathError(host_path, f"{real} is never mounted into containers")
-        try:
-            mode = os.stat(self.local(real)).st_mode
-        except OSError as err:
-            raise HostPathError(host_path, f"cannot stat: {err.strerror}") from err
+        mode = self._mode(host_path, real)
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise HostPathError(host_path, "not a regular file or directory")
         return real

@@ -2,15 +2,18 @@
 
 Counters and histograms are updated where things happen; per-device gauges are built at scrape
 time from the current snapshots by :class:`SnapshotCollector`, so a vanished device leaves no
-stale series. Plugins add their own collectors through :class:`~devplugin_core.api.ResourceSet`.
+stale series. Plugins add their own collectors (``Plugin.collectors``), which are handed the
+same snapshots (:class:`PluginCollectors`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,7 +29,9 @@ except ImportError:  # pragma: no cover
 
 from .store import Snapshot
 
-__all__ = ["Metrics", "ResourceView", "SnapshotCollector"]
+log = logging.getLogger("devplugin.metrics")
+
+__all__ = ["Metrics", "PluginCollectors", "ResourceView", "SnapshotCollector"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SCAN_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -106,6 +111,24 @@ class Metrics:
             buckets=_SCAN_BUCKETS,
             registry=r,
         )
+        self.health_hung = Gauge(
+            "devplugin_health_check_hung",
+            "1 while a resource's health check runs past its timeout (its devices are Unhealthy).",
+            ["resource", "checker"],
+            registry=r,
+        )
+        self.parts_omitted = Counter(
+            "devplugin_allocate_parts_omitted_total",
+            "Host devices left out of an Allocate response because they vanished (e.g. a "
+            "hot-removed HCA behind a shared slot).",
+            ["resource", "part", "reason"],
+            registry=r,
+        )
+        self.rescans_triggered = Counter(
+            "devplugin_rescans_triggered_total",
+            "Scans run at once because a health check or an Allocate saw the host change.",
+            registry=r,
+        )
         self.discovery_duration = Histogram(
             "devplugin_discovery_duration_seconds",
             "Duration of discovery passes over the host.",
@@ -114,7 +137,7 @@ class Metrics:
         )
         self.discovery_errors = Counter(
             "devplugin_discovery_errors_total",
-            "Discovery runs that failed or timed out, by resource.",
+            "Scans that failed or timed out, by reason.",
             ["resource", "reason"],
             registry=r,
         )
@@ -234,3 +257,25 @@ class SnapshotCollector(Collector):
                 healthy.add_metric([view.name, key], 1 if ok else 0)
         yield devices
         yield healthy
+
+
+class PluginCollectors(Collector):
+    """Adapts the current plugin's :class:`~devplugin_core.api.MetricsCollector` s to the
+    registry: each gets the snapshots by resource name. A collector that raises is logged and
+    skipped (the rest of the scrape still answers)."""
+
+    def __init__(
+        self,
+        collectors: Callable[[], Iterable[Any]],
+        views: Callable[[], Iterable[ResourceView]],
+    ) -> None:
+        self._collectors = collectors
+        self._views = views
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = {view.name: view.snapshot for view in self._views()}
+        for collector in self._collectors():
+            try:
+                yield from collector.collect(snapshots)
+            except Exception:
+                log.exception("metrics collector %s failed", type(collector).__name__)

@@ -7,9 +7,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_DEVICE_ID_LENGTH",
@@ -18,6 +20,7 @@ __all__ = [
     "DeviceNode",
     "Health",
     "Mount",
+    "Part",
     "check_device_id",
     "extended_resource_name_error",
     "natural_key",
@@ -178,14 +181,40 @@ EMPTY_EDITS = ContainerEdits()
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One host device behind a device ID that spans several (an rdma-shared slot stands for
+    every HCA of its resource): a name for logs and metrics, its container edits, and its CDI
+    device name (default: the name, made CDI-safe).
+
+    At Allocate, a part whose host paths vanished (hot removal) is left out of the response
+    while at least one part of the device remains; the framework logs it, counts it and
+    rescans at once.
+    """
+
+    name: str
+    edits: ContainerEdits
+    cdi_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a device part needs a name")
+        if not self.cdi_name:
+            object.__setattr__(self, "cdi_name", self.name)
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     """One schedulable device of a resource, as advertised to the kubelet.
 
     ``id``: stable across restarts (PCI address, slot index...), at most 63 characters.
     ``numa_nodes``: NUMA affinity; empty when unknown (topology is then omitted on the wire).
-    ``healthy``: what discovery saw (a HealthChecker can still mark it Unhealthy).
+    ``healthy``: what the scan saw (a HealthChecker can still mark it Unhealthy).
     ``edits``: what a container gets for this device (merged by the default Allocator).
-    ``attributes``: free-form facts shown by ``devplugin discover`` and usable by allocators.
+    ``parts``: the host devices behind the ID when it spans several (see :class:`Part`); a
+    container gets their edits and then ``edits`` (:attr:`all_edits`).
+    ``payload``: an immutable value of the plugin's own type carrying what its allocator and
+    health checker need (read it with :meth:`payload_as`); the framework never looks inside.
+    ``attributes``: facts shown by ``devplugin discover`` (display only).
     ``health_key``: devices sharing a key share one health state (default: the device ID).
     ``cdi_name``: CDI device name of ``edits`` (default: the device ID); devices with identical
     edits may share one.
@@ -195,6 +224,8 @@ class Device:
     numa_nodes: tuple[int, ...] = ()
     healthy: bool = True
     edits: ContainerEdits = EMPTY_EDITS
+    parts: tuple[Part, ...] = ()
+    payload: object = None
     attributes: Mapping[str, str] = field(default_factory=dict)
     health_key: str = ""
     cdi_name: str = ""
@@ -204,21 +235,44 @@ class Device:
         object.__setattr__(self, "numa_nodes", tuple(sorted(set(self.numa_nodes))))
         if any(n < 0 for n in self.numa_nodes):
             raise ValueError(f"device {self.id}: NUMA node ids must be >= 0, got {self.numa_nodes}")
+        object.__setattr__(self, "parts", tuple(self.parts))
         object.__setattr__(self, "attributes", _frozen_mapping(self.attributes))
         if not self.health_key:
             object.__setattr__(self, "health_key", self.id)
         if not self.cdi_name:
             object.__setattr__(self, "cdi_name", self.id)
 
+    def payload_as(self, kind: type[T]) -> T:
+        """The payload, checked to be a ``kind`` (TypeError naming the device otherwise)."""
+        payload = self.payload
+        if not isinstance(payload, kind):
+            raise TypeError(
+                f"device {self.id}: payload is {type(payload).__name__}, not {kind.__name__}"
+            )
+        return payload
+
+    @property
+    def all_edits(self) -> ContainerEdits:
+        """Every part's edits (in order), then the device's own ``edits``."""
+        if not self.parts:
+            return self.edits
+        return ContainerEdits().merge(*(p.edits for p in self.parts), self.edits)
+
     def with_id(self, device_id: str) -> Device:
         """This device under another ID (checked), everything else shared: a cheap way to
         build thousands of identical devices such as shared slots. ``health_key`` and
         ``cdi_name`` are kept as they are (set them explicitly on the template)."""
         check_device_id(device_id)
+        return self._copy(id=device_id)
+
+    def with_parts(self, parts: tuple[Part, ...]) -> Device:
+        """This device with only ``parts`` (the framework's view at Allocate time)."""
+        return self._copy(parts=tuple(parts))
+
+    def _copy(self, **changes: Any) -> Device:
         clone = object.__new__(Device)
         for name in Device.__slots__:
-            object.__setattr__(clone, name, getattr(self, name))
-        object.__setattr__(clone, "id", device_id)
+            object.__setattr__(clone, name, changes.get(name, getattr(self, name)))
         return clone
 
 

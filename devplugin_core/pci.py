@@ -168,6 +168,11 @@ class PciDevice:
         return self.class_code >> 16
 
     @property
+    def numa_nodes(self) -> tuple[int, ...]:
+        """``(numa_node,)``, or ``()`` when unknown: what :class:`Device` wants."""
+        return () if self.numa_node is None else (self.numa_node,)
+
+    @property
     def is_vf(self) -> bool:
         return self.physfn is not None
 
@@ -505,13 +510,14 @@ def scan_pci(
 ) -> PciScan:
     """Read every PCI function under ``host`` (blocking; run it in a worker thread).
 
-    ``classes``: keep only these base classes (``0x02`` network, ``0x12`` accelerators...);
-    SR-IOV links to functions outside the filter are still recorded by address.
+    ``classes``: keep only these classes, spelled as sysfs and ``FakeHost.add_pci`` spell them
+    (24-bit ``0x020000``, ``0x120000``) or as the base class alone (``0x02`` network, ``0x12``
+    accelerators); SR-IOV links to functions outside the filter are still recorded by address.
     ``rdma``: also read RDMA devices, their ports and char devices.
     """
     scan = PciScan()
     r = _Reader(host, scan)
-    wanted = frozenset(classes) if classes is not None else None
+    wanted = frozenset(c >> 16 if c > 0xFF else c for c in classes) if classes is not None else None
     chars = rdma_char_index(host, r) if rdma else None
     for address in r.listdir(SYS_PCI_DEVICES):
         if not PCI_ADDRESS.match(address):

@@ -1,4 +1,6 @@
-"""Finding installed plugins through the ``devplugin.plugins`` entry-point group.
+"""Finding plugins: installed ones through the ``devplugin.plugins`` entry-point group, or a
+plugin under development named by ``module:ATTR`` or ``path/to/file.py[:ATTR]`` (ATTR defaults
+to ``SPEC``), so a vendor can try a plugin before packaging it (as ``kopf run file.py``).
 
 An entry point's value is a :class:`~devplugin_core.api.PluginSpec` or a zero-argument callable
 returning one. Plugin names are hyphenated (``rdma-shared``); underscores are accepted.
@@ -6,7 +8,11 @@ returning one. Plugin names are hyphenated (``rdma-shared``); underscores are ac
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
+import os
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -24,12 +30,44 @@ def normalise_name(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def _load(ep: metadata.EntryPoint) -> PluginSpec[Any]:
-    obj = ep.load()
-    spec = obj if isinstance(obj, PluginSpec) else obj()
+def _as_spec(obj: Any, where: str) -> PluginSpec[Any]:
+    spec = obj if isinstance(obj, PluginSpec) or not callable(obj) else obj()
     if not isinstance(spec, PluginSpec):
-        raise TypeError(f"entry point {ep.name} = {ep.value} is not a PluginSpec")
+        raise TypeError(f"{where} is not a PluginSpec (got {type(spec).__name__})")
     return spec
+
+
+def _load(ep: metadata.EntryPoint) -> PluginSpec[Any]:
+    return _as_spec(ep.load(), f"entry point {ep.name} = {ep.value}")
+
+
+def _load_reference(reference: str) -> PluginSpec[Any]:
+    """``module:ATTR`` or ``file.py[:ATTR]``."""
+    target, attr = reference, "SPEC"
+    head, sep, tail = reference.rpartition(":")
+    if sep and tail.isidentifier():
+        target, attr = head, tail
+    try:
+        if target.endswith(".py"):
+            path = os.path.abspath(target)
+            if not os.path.isfile(path):
+                raise PluginNotFoundError(f"plugin file {target!r} does not exist")
+            name = f"devplugin_local_{os.path.splitext(os.path.basename(path))[0]}"
+            loader = importlib.util.spec_from_file_location(name, path)
+            assert loader is not None and loader.loader is not None
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[name] = module
+            sys.path.insert(0, os.path.dirname(path))  # the file's own helper modules
+            loader.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())  # a module of the project being developed
+            module = importlib.import_module(target)
+    except ImportError as err:
+        raise PluginNotFoundError(f"cannot import plugin {reference!r}: {err}") from None
+    if not hasattr(module, attr):
+        raise PluginNotFoundError(f"plugin {reference!r}: {target} has no attribute {attr!r}")
+    return _as_spec(getattr(module, attr), f"{target}:{attr}")
 
 
 def installed_plugins() -> dict[str, PluginSpec[Any]]:
@@ -46,7 +84,10 @@ def installed_plugins() -> dict[str, PluginSpec[Any]]:
 
 
 def get_plugin(name: str) -> PluginSpec[Any]:
-    """The installed plugin called ``name``; raises PluginNotFoundError listing the others."""
+    """The installed plugin called ``name``, or the one ``module:ATTR`` / ``file.py[:ATTR]``
+    names; raises PluginNotFoundError listing the installed ones."""
+    if ":" in name or name.endswith(".py"):
+        return _load_reference(name)
     wanted = normalise_name(name)
     plugins = installed_plugins()
     if wanted in plugins:

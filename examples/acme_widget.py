@@ -10,18 +10,18 @@ class WidgetConfig:
     resource_name: str = dp.option("resourceName", default="acme.com/widget")
 
 
-class WidgetDiscoverer(dp.Discoverer):
-    def discover(self, scan: dp.DiscoveryPass) -> list[dp.Device]:
-        devices = []
+@dataclass
+class WidgetScanner(dp.Scanner):  # one pass over the PCI bus finds every widget
+    resource: dp.Resource
+
+    def scan(self, scan: dp.Scan) -> None:
         for dev in dp.scan_pci(scan.host, classes=[0x12], rdma=False).devices.values():
             if dev.vendor != "abcd" or dev.driver != "widget":
                 scan.reject(dev.address, "not an Acme widget bound to the widget driver")
                 continue
             minor = scan.host.read_attr(f"/sys/bus/pci/devices/{dev.address}/widget_id")
             edits = dp.ContainerEdits(device_nodes=[dp.DeviceNode(f"/dev/widget{minor}")])
-            numa = () if dev.numa_node is None else (dev.numa_node,)
-            devices.append(dp.Device(dev.address, numa, edits=edits))
-        return devices
+            scan.add(self.resource, dp.Device(dev.address, dev.numa_nodes, edits=edits))
 
 
 class WidgetAllocator(dp.Allocator):
@@ -30,8 +30,9 @@ class WidgetAllocator(dp.Allocator):
         return super().allocate(request).merge(env)
 
 
-def build(config: WidgetConfig, ctx: dp.PluginContext) -> list[dp.Resource]:
-    return [dp.Resource(config.resource_name, WidgetDiscoverer(), WidgetAllocator())]
+def build(config: WidgetConfig, ctx: dp.PluginContext) -> dp.Plugin:
+    resource = dp.Resource(config.resource_name, WidgetAllocator())
+    return dp.Plugin(WidgetScanner(resource), resources=(resource,))
 
 
 SPEC = dp.PluginSpec("acme-widget", "Acme widgets (example)", WidgetConfig, build,

@@ -29,8 +29,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..api import PluginSpec
+from ..api import Plugin, PluginSpec, Scan
+from ..hostfs import HostFS
+from ..model import Health
 from ..runtime import PluginRuntime, RuntimeOptions
+from ..store import Snapshot
 from .fakehost import FakeHost, FakePci
 from .fakekubelet import FakeKubelet, PluginConnection, Registration
 from .fakepodresources import FakePodResources, PodAssignment
@@ -44,9 +47,28 @@ __all__ = [
     "PodAssignment",
     "Registration",
     "run_plugin",
+    "scan_once",
     "short_tempdir",
+    "snapshots_of",
     "write_config",
 ]
+
+
+def scan_once(plugin: Plugin, host: FakeHost | HostFS) -> Scan:
+    """One pass of ``plugin``'s scanner over ``host``, as the framework runs it (no kubelet):
+    ``scan.tree`` holds every resource's devices, ``scan.rejections`` the reasons."""
+    scan = Scan(host.host if isinstance(host, FakeHost) else host, plugin.resources)
+    plugin.scanner.scan(scan)
+    return scan
+
+
+def snapshots_of(scan: Scan) -> dict[str, Snapshot]:
+    """What a metrics collector is handed after ``scan`` (every device healthy as scanned)."""
+    out = {}
+    for name, (_, devices) in scan.tree.items():
+        health = {d.id: Health.HEALTHY if d.healthy else Health.UNHEALTHY for d in devices}
+        out[name] = Snapshot(1, tuple(devices), health)
+    return out
 
 
 def short_tempdir(prefix: str = "dp-") -> str:

@@ -147,8 +147,12 @@ class FakeHost:
         acpi_index: int | None = None,
         sibling_of: str | None = None,
     ) -> str:
-        """One PCI function. ``parents``: upstream bridge addresses, root port first;
-        ``sibling_of``: place it next to that function (VFs sit beside their PF)."""
+        """One PCI function. ``class_code``: 24-bit (``0x120000``) or the base class alone
+        (``0x12``), as ``scan_pci(classes=...)`` takes it. ``parents``: upstream bridge
+        addresses, root port first; ``sibling_of``: place it next to that function (VFs sit
+        beside their PF)."""
+        if class_code <= 0xFF:
+            class_code <<= 16
         if sibling_of is not None:
             real = os.path.join(os.path.dirname(self.pci[sibling_of].path), address)
         else:
@@ -229,8 +233,29 @@ class FakeHost:
         self.add_dev("/dev/vfio/vfio")
 
     def remove_pci(self, address: str) -> None:
-        """Hot-unplug: the function's directory and every link to it disappear."""
+        """Hot-unplug, as the kernel does it: the function's directory, every link to it and
+        the ``/dev`` nodes of its char devices disappear.
+
+        Mirrors ``device_del()`` (drivers/base/core.c) for the function and each class device
+        under it: the ``/sys/class/<class>/<name>`` link goes (``device_remove_class_symlinks``)
+        and devtmpfs deletes the node (``devtmpfs_delete_node``, drivers/base/devtmpfs.c) —
+        ``/dev/infiniband/{uverbs,umad,issm}N`` for RDMA devices (their ``devnode`` callbacks
+        put them under ``infiniband/``), ``/dev/<name>`` otherwise. ``rdma_cm`` is a misc
+        device of the rdma_ucm module, not of the function: it stays.
+        """
         dev = self.pci.pop(address)
+        real = self.path(dev.path)
+        for dev_file in sorted(real.glob("**/dev")) if real.is_dir() else []:
+            rel = dev_file.parent.relative_to(real).parts
+            if len(rel) < 2 or not dev_file.is_file():
+                continue
+            cls, name = rel[-2], rel[-1]
+            self.remove(f"/sys/class/{cls}/{name}")
+            node = f"/dev/infiniband/{name}" if cls.startswith("infiniband") else f"/dev/{name}"
+            self.remove(node)
+        ib = real / "infiniband"
+        for ibdev in sorted(p.name for p in ib.iterdir()) if ib.is_dir() else []:
+            self.remove(f"/sys/class/infiniband/{ibdev}")
         for name in dev.netdevs:
             self.remove(f"/sys/class/net/{name}")
         if dev.driver:

@@ -3,6 +3,9 @@
 * ``kubelet_dir``: a short temp directory for kubelet sockets (removed afterwards);
 * ``fake_host``: a :class:`FakeHost` under ``tmp_path``;
 * ``fake_kubelet``: a started :class:`FakeKubelet` on ``kubelet_dir`` (needs an asyncio test).
+
+The async fixture is declared with ``pytest_asyncio.fixture``, so it works in pytest-asyncio's
+``strict`` mode (mark the tests ``@pytest.mark.asyncio``) as well as in ``auto`` mode.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from . import FakeHost, FakeKubelet, short_tempdir
 
@@ -33,7 +37,7 @@ def fake_host(tmp_path: Path) -> FakeHost:
     return FakeHost(tmp_path / "host")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def fake_kubelet(kubelet_dir: str) -> AsyncIterator[FakeKubelet]:
     kubelet = FakeKubelet(kubelet_dir)
     await kubelet.start()

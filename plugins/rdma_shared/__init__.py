@@ -27,49 +27,41 @@ topology when every matched HCA agrees, metrics (``devplugin_rdma_*``), hot-plug
 duplicate ``rdma_cm``, no ``LinkSetUp`` side effect. See ``README.md`` next to this file.
 
 Modules: :mod:`.config` (model + validation), :mod:`.inventory` (PCI functions -> HCAs and char
-devices), :mod:`.discovery` (selectors -> shared slots), :mod:`.ports` (live port/netdev reads),
-:mod:`.health`, :mod:`.metrics`, :mod:`.preflight` (netns mode), :mod:`.allocator`,
-:mod:`.verbs` (optional pyverbs), :mod:`.state` (discovery results shared with health/metrics),
-:mod:`.demo`.
+devices), :mod:`.discovery` (the scanner: selectors -> shared slots), :mod:`.ports` (live
+port/netdev reads), :mod:`.health`, :mod:`.metrics`, :mod:`.preflight` (netns mode),
+:mod:`.allocator`,
+:mod:`.verbs` (optional pyverbs), :mod:`.demo`.
 """
 
 from __future__ import annotations
 
-from devplugin_core import PluginContext, PluginSpec, Resource, ResourceSet
+from devplugin_core import Plugin, PluginContext, PluginSpec, Resource
 
 from .allocator import SharedSlotAllocator
 from .config import RdmaSharedConfig
 from .demo import add_demo_hcas
-from .discovery import SharedHcaDiscoverer
+from .discovery import RdmaScanner
 from .health import PortHealthChecker
 from .metrics import RdmaCollector
 from .preflight import check_netns_mode
-from .state import PluginState
 
 __all__ = ["SPEC", "build"]
 
 
-def build(config: RdmaSharedConfig, ctx: PluginContext) -> ResourceSet:
-    """One resource per ``configList`` entry, sharing one discovery state and collector."""
-    state = PluginState()
+def build(config: RdmaSharedConfig, ctx: PluginContext) -> Plugin:
+    """One resource per ``configList`` entry, all filled by one scanner."""
     interval = config.update_interval
-    resources = []
-    for index, entry in enumerate(config.config_list):
+    entries = []
+    for entry in config.config_list:
         health = None
         if config.health_check_interval > 0:
-            health = PortHealthChecker(ctx.host, state, config.health_check_interval)
-        resources.append(
-            Resource(
-                entry.full_name,
-                SharedHcaDiscoverer(entry, state, hotplug=interval > 0, leader=index == 0),
-                SharedSlotAllocator(),
-                health,
-            )
-        )
-    return ResourceSet(
-        tuple(resources),
-        rediscover_interval=float(interval),
-        collectors=(RdmaCollector(ctx.host, state),),
+            health = PortHealthChecker(ctx.host, config.health_check_interval)
+        entries.append((entry, Resource(entry.full_name, SharedSlotAllocator(), health)))
+    return Plugin(
+        RdmaScanner(entries, hotplug=interval > 0),
+        tuple(resource for _, resource in entries),
+        rescan_interval=float(interval),
+        collectors=(RdmaCollector(ctx.host),),
         description={
             "periodicUpdateInterval": interval,
             "healthCheckInterval": config.health_check_interval,

@@ -12,12 +12,23 @@ __all__ = ["SharedSlotAllocator"]
 class SharedSlotAllocator(Allocator):
     """Slots are interchangeable: no NUMA packing, no per-slot merging."""
 
+    def __init__(self) -> None:
+        self._merged: tuple[object, object, ContainerEdits] | None = None
+
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
-        """The shared edits (all slots carry one object); a general merge otherwise."""
+        """The shared edits: every slot carries the same edits and parts (the framework may
+        have left vanished parts out), so one slot's merge answers the request; it is kept
+        until the slots change."""
         devices = request.devices
-        if devices and all(d.edits is devices[0].edits for d in devices):
-            return devices[0].edits
-        return super().allocate(request)
+        first = devices[0]
+        if not all(d.edits is first.edits and d.parts is first.parts for d in devices):
+            return super().allocate(request)
+        cached = self._merged
+        if cached is not None and cached[0] is first.edits and cached[1] is first.parts:
+            return cached[2]
+        merged = first.all_edits
+        self._merged = (first.edits, first.parts, merged)
+        return merged
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:
         """``must_include`` first, then the first available slots: O(size), not O(slots)."""

@@ -1,7 +1,7 @@
-"""The HCA inventory: every PCI network function, once per discovery pass, with what it offers.
+"""The HCA inventory: every PCI network function, once per scan, with what it offers.
 
-One :func:`scan_pci` pass (shared by all resources through ``DiscoveryPass.cached``) becomes a
-list of :class:`Hca` records: the selector view (:class:`~devplugin_core.Candidate`), NUMA node,
+One :func:`scan_pci` pass (shared by every resource of the scan) becomes a list of
+:class:`Hca` records: the selector view (:class:`~devplugin_core.Candidate`), NUMA node,
 RDMA ports, and the ``/dev/infiniband`` nodes a container needs — or the reason the function
 cannot be offered. A function is usable when it has an RDMA device whose required char devices
 (``uverbs``, ``umad``) are registered in sysfs and present under ``/dev``, and
@@ -12,21 +12,19 @@ taken when present and never required.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from devplugin_core import Candidate, DeviceNode, DiscoveryPass, HostFS, RdmaDevice, scan_pci
+from devplugin_core import Candidate, DeviceNode, HostFS, RdmaDevice, scan_pci
 from devplugin_core.rdma import RDMA_CM, REQUIRED_RDMA_NODES, rdma_nodes
 
 from .ports import HcaRef, PortRef
 
-__all__ = ["Hca", "Inventory", "ProblemLog", "inventory"]
+__all__ = ["Hca", "Inventory", "ProblemLog", "build_inventory"]
 
 log = logging.getLogger("devplugin.rdma_shared")
 
 NETWORK_CLASS = 0x02
-_CACHE_KEY = ("rdma-shared", "inventory")
 
 
 @dataclass(frozen=True)
@@ -54,27 +52,25 @@ class Inventory:
 
 
 class ProblemLog:
-    """Logs a function's problem once, and again only when it changes (rescans stay quiet)."""
+    """Logs a function's problem once, and again only when it changes (rescans stay quiet).
+    Owned by the scanner (used from the scan thread only)."""
 
     def __init__(self) -> None:
         self._seen: dict[str, str] = {}
-        self._lock = threading.Lock()
 
     def report(self, address: str, problem: str) -> None:
-        with self._lock:
-            before = self._seen.get(address)
-            if before == problem:
-                return
-            self._seen[address] = problem
+        before = self._seen.get(address)
+        if before == problem:
+            return
+        self._seen[address] = problem
         if problem:
             log.warning("%s: RDMA device excluded: %s", address, problem)
         elif before:
             log.info("%s: RDMA device usable again", address)
 
     def forget_missing(self, present: set[str]) -> None:
-        with self._lock:
-            for address in set(self._seen) - present:
-                del self._seen[address]
+        for address in set(self._seen) - present:
+            del self._seen[address]
 
 
 def _kind(path: str) -> str:
@@ -108,7 +104,8 @@ def _offer(host: HostFS, rdma: Sequence[RdmaDevice]) -> tuple[tuple[DeviceNode, 
     return tuple(nodes), ""
 
 
-def _build(host: HostFS, problems: ProblemLog) -> Inventory:
+def build_inventory(host: HostFS, problems: ProblemLog) -> Inventory:
+    """Every network function of the host as it is now (one PCI pass)."""
     pci = scan_pci(host, classes=[NETWORK_CLASS], rdma=True)
     rdma_cm = DeviceNode(RDMA_CM) if host.exists(RDMA_CM) else None
     hcas = []
@@ -143,8 +140,3 @@ def _build(host: HostFS, problems: ProblemLog) -> Inventory:
         hcas.append(Hca(candidate, dev.numa_node, tuple(names), ref, nodes, problem))
     problems.forget_missing({h.address for h in hcas})
     return Inventory(tuple(hcas), rdma_cm)
-
-
-def inventory(scan: DiscoveryPass, problems: ProblemLog) -> Inventory:
-    """The inventory of this discovery pass (built once, shared by every resource)."""
-    return scan.cached(_CACHE_KEY, lambda: _build(scan.host, problems))

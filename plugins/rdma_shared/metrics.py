@@ -19,14 +19,15 @@ has them. Allocated slot counts come from the framework's PodResources attributi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from devplugin_core import HostFS, HostReadError
+from devplugin_core.store import Snapshot
 
-from .ports import PortRef, read_counter, read_port
-from .state import PluginState
+from .discovery import SharedHcas
+from .ports import HcaRef, PortRef, read_counter, read_port
 
 __all__ = ["RdmaCollector"]
 
@@ -46,11 +47,10 @@ _PORT_LABELS = ["device", "port", "pci_address"]
 
 
 class RdmaCollector:
-    """Reads the ports of every matched HCA when scraped."""
+    """Reads the ports of every HCA behind the advertised slots when scraped."""
 
-    def __init__(self, host: HostFS, state: PluginState) -> None:
+    def __init__(self, host: HostFS) -> None:
         self.host = host
-        self.state = state
 
     def _link_layer(self, port: PortRef) -> str:
         try:
@@ -58,7 +58,16 @@ class RdmaCollector:
         except HostReadError:
             return ""
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, snapshots: Mapping[str, Snapshot]) -> Iterator[Metric]:
+        behind: dict[str, tuple[HcaRef, ...]] = {}
+        for name, snapshot in snapshots.items():
+            first = snapshot.devices[0] if snapshot.devices else None
+            payload = first.payload if first is not None else None
+            behind[name] = payload.hcas if isinstance(payload, SharedHcas) else ()
+        matched: dict[str, HcaRef] = {}
+        for refs in behind.values():
+            for hca in refs:
+                matched.setdefault(hca.address, hca)
         active = GaugeMetricFamily(
             "devplugin_rdma_port_active",
             "1 if the RDMA port is ACTIVE and its link is up.",
@@ -83,7 +92,7 @@ class RdmaCollector:
             (CounterMetricFamily(name, text, labels=_PORT_LABELS), source, factor)
             for name, text, source, factor in _COUNTERS
         ]
-        for hca in self.state.matched_hcas():
+        for hca in (matched[a] for a in sorted(matched)):
             for port in hca.ports:
                 status = read_port(self.host, port)
                 if status is None:
@@ -107,9 +116,9 @@ class RdmaCollector:
             "HCAs (PCI functions) behind the resource's slots.",
             labels=["resource"],
         )
-        for view in self.state.views():
-            devices.add_metric([view.name], view.advertised)
-            hcas.add_metric([view.name], len(view.hcas))
+        for name in sorted(snapshots):
+            devices.add_metric([name], len(snapshots[name].devices))
+            hcas.add_metric([name], len(behind[name]))
         yield from (active, state, phys, info)
         yield from (family for family, _, _ in counters)
         yield devices

@@ -1,14 +1,15 @@
 """rebel-npu: Rebellions ATOM / REBEL NPUs (``/dev/rblnN``) for Kubernetes.
 
-Runs with no config (``rebellions.ai/ATOM`` and ``rebellions.ai/REBEL``) or with upstream's
-``resourceList`` file plus our keys; see ``README.md`` in this directory. Module map:
+Runs with no config (``rebellions.ai/ATOM`` and ``rebellions.ai/REBEL``, each while the node
+has such cards) or with upstream's ``resourceList`` file plus our keys; see ``README.md`` in
+this directory. Module map:
 
 * :mod:`.config` — the config model; :mod:`.products` — PCI IDs to products and families;
-* :mod:`.discovery` — PCI scan, pools, ``pools`` files, tool mounts, the shared inventory;
-* :mod:`.allocate` — Allocate contents; :mod:`.topology` — preferred allocation;
+* :mod:`.discovery` — the scanner (PCI scan, pools, ``pools`` files, tool mounts) and the
+  per-device payload :class:`~.discovery.NpuInfo`;
+* :mod:`.allocate` — Allocate contents and preferred allocation;
 * :mod:`.rsd` — per-allocation RSD groups; :mod:`.smi` — running and parsing ``rbln-smi``;
 * :mod:`.health` — health checks; :mod:`.metrics` — ``devplugin_npu_*``;
-* :mod:`.generic` — vendor-neutral helpers (candidates for the core);
 * :mod:`.testing` / :mod:`.fakesmi` — fake-host recipes and a fake ``rbln-smi`` for tests.
 """
 
@@ -20,51 +21,86 @@ from typing import Any
 
 from devplugin_core import (
     DevicePluginError,
+    Plugin,
     PluginContext,
     PluginSpec,
     Resource,
-    ResourceSet,
+    hex_id_warnings,
 )
 
 from .allocate import NpuAllocator
 from .config import RebelNpuConfig
-from .discovery import Inventory, NpuDiscoverer
+from .discovery import NpuPool, NpuScanner, Tool, ToolMounts, default_pools
 from .health import NpuHealth
-from .metrics import NpuCollector, Served
-from .smi import RblnSmi
+from .metrics import NpuCollector
+from .rsd import RsdGroups
+from .smi import RblnSmi, SmiMonitor
 
 __all__ = ["SPEC", "RebelNpuConfig", "build", "preflight"]
 
 log = logging.getLogger("devplugin.rebel_npu")
 
 
-def build(config: RebelNpuConfig, ctx: PluginContext) -> ResourceSet:
-    """One resource per pool; the pools share one inventory (scan, tools, rbln-smi, RSD)."""
-    inventory = Inventory(config, ctx.host)
-    resources = []
-    served = []
-    for pool in inventory.pools:
-        discoverer = NpuDiscoverer(inventory, pool)
-        health = NpuHealth(ctx.host, config.health, inventory.monitor)
-        resources.append(
+def build(config: RebelNpuConfig, ctx: PluginContext) -> Plugin:
+    """One scanner for every pool; the pools share the tools, rbln-smi, RSD policy and health.
+
+    Configured pools are served even while empty. Zero-config families are dynamic: a family
+    is served while the node has devices of it (a card appearing later is added at the next
+    rescan).
+    """
+    host = ctx.host
+    executable = config.smi_executable(host.root)
+    smi = RblnSmi(executable, config.rbln_smi_timeout) if executable else None
+    polled = smi if config.rbln_smi_interval > 0 else None
+    monitor = SmiMonitor(polled, config.rbln_smi_interval or 1.0)
+    rsd = RsdGroups(config.rsd_groups, smi, host, config.rsd_lock_file, config.rsd_timeout)
+    tools = ToolMounts(
+        [
+            Tool("rbln-stat", config.rbln_stat_host_path, "/usr/bin/rbln-stat"),
+            Tool("rbln-smi", config.rbln_smi_host_path, "/usr/bin/rbln-smi"),
+        ]
+    )
+    health = NpuHealth(host, config.health, monitor)
+    _warn_about_ids(config)
+    zero_config = not config.resource_list
+    pools = [
+        NpuPool(
+            pool,
             Resource(
                 pool.full_name(),
-                discoverer,
-                NpuAllocator(pool, inventory.tools, inventory.rsd),
+                NpuAllocator(pool, rsd),
                 health,
-                mount_allowlist=inventory.tools.allowlist,
+                mount_allowlist=tools.allowlist,
                 allocate_timeout=config.rsd_timeout + 2.0,
-            )
+            ),
         )
-        served.append(Served(pool.full_name(), discoverer, health))
-    return ResourceSet(
-        tuple(resources),
-        collectors=(NpuCollector(served, inventory.monitor, inventory.rsd),),
+        for pool in config.resource_list or default_pools()
+    ]
+    return Plugin(
+        NpuScanner(pools, tools, rsd, zero_config=zero_config),
+        resources=() if zero_config else tuple(p.resource for p in pools),
+        collectors=(NpuCollector(monitor, rsd),),
         description={
+            "resources": (
+                "one per family present (ATOM, REBEL)"
+                if zero_config
+                else ", ".join(p.resource.name for p in pools)
+            ),
             "rsdGroups": config.rsd_groups,
-            "rblnSmi": config.smi_executable(ctx.host.root) or "none",
+            "rblnSmi": config.smi_executable(host.root) or "none",
         },
     )
+
+
+def _warn_about_ids(config: RebelNpuConfig) -> None:
+    for i, pool in enumerate(config.resource_list):
+        for j, s in enumerate(pool.selectors):
+            base = f"resourceList[{i}].selectors[{j}]"
+            for warning in (
+                *hex_id_warnings(s.vendors, f"{base}.vendors"),
+                *hex_id_warnings(s.devices, f"{base}.devices"),
+            ):
+                log.warning("config: %s", warning)
 
 
 def preflight(config: RebelNpuConfig, ctx: PluginContext) -> None:

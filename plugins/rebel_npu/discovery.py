@@ -1,9 +1,10 @@
-"""Finding NPUs: PCI scan -> pools (upstream selectors) -> one Device per PCI function.
+"""Finding NPUs: one PCI scan -> pools (upstream selectors) -> one Device per PCI function.
 
 A device's ID is its PCI address; its char device comes from the ``rebellions`` driver's
 ``pools`` file (second line, first word, e.g. ``rbln0``). A PF with SR-IOV enabled is left out
-(its VFs are advertised instead). Bridges above each function (class 0x0604, from the resolved
-sysfs path) and the NUMA node become attributes for the preferred allocation.
+(its VFs are advertised instead). Each device carries an :class:`NpuInfo` payload with what
+Allocate, preferred allocation, health and metrics need; ``attributes`` are for
+``devplugin discover`` only.
 """
 
 from __future__ import annotations
@@ -11,42 +12,40 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from devplugin_core import (
     Candidate,
     ContainerEdits,
     Device,
     DeviceNode,
-    Discoverer,
-    DiscoveryPass,
     HostFS,
     HostPathError,
     HostReadError,
     Mount,
     PciDevice,
-    PciScan,
     Pool,
+    Resource,
+    Scan,
+    Scanner,
     Selector,
     assign,
-    hex_id_warnings,
+    bridges_of,
     match_values,
     scan_pci,
 )
 from devplugin_core.pci import SYS_PCI_DRIVERS
-from devplugin_core.pci import bridges_of as pci_bridges
 from devplugin_core.selectors import Filter
 
-from .config import DEFAULT_PREFIX, PoolConfig, RebelNpuConfig, Selectors
+from .config import DEFAULT_PREFIX, PoolConfig, Selectors
 from .products import FAMILIES, REBELLIONS_VENDOR, product_of
 from .rsd import RsdGroups
-from .smi import RblnSmi, SmiMonitor
 
 __all__ = [
     "DRIVER",
-    "Inventory",
-    "NpuDiscoverer",
-    "PassResult",
+    "NpuInfo",
+    "NpuScanner",
+    "Tool",
     "ToolMounts",
     "default_pools",
     "parse_pools",
@@ -59,6 +58,31 @@ DRIVER_DIR = f"{SYS_PCI_DRIVERS}/{DRIVER}"
 _RBLN = re.compile(r"^rbln\d{1,6}$")
 _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _MAX_POOLS_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NpuInfo:
+    """What the scan learnt about one NPU function (the payload of its Device).
+
+    ``npu``: the char device name (``rbln0``); ``card``: ``RBLN-CA22`` (``vendor:device`` if
+    unknown); ``family``: ``ATOM``/``REBEL`` (``""`` if unknown); ``bridges``: PCI-to-PCI
+    bridges above it, root port first; ``pf``: the PF of a VF (``""`` for a PF); ``tools``:
+    the host tools mounted into allocations, as found by this scan.
+    """
+
+    address: str
+    npu: str
+    card: str
+    family: str
+    bridges: tuple[str, ...] = ()
+    pf: str = ""
+    driver_version: str = ""
+    tools: tuple[Mount, ...] = ()
+
+    @property
+    def index(self) -> str:
+        """The ``N`` of ``/dev/rblnN`` (what ``RBLN_DEVICES`` lists)."""
+        return self.npu.removeprefix("rbln")
 
 
 def parse_pools(text: str) -> str:
@@ -96,7 +120,7 @@ def _family_filter(family: str) -> Filter:
     return Filter("family", test, describe)
 
 
-def _pool(config: PoolConfig, zero_config: bool) -> Pool:
+def _selector_pool(config: PoolConfig, zero_config: bool) -> Pool:
     selectors = []
     for s in config.selectors:
         filters = [
@@ -137,18 +161,18 @@ class Tool:
 
 
 class ToolMounts:
-    """The tools that exist on the host right now (checked at every discovery pass)."""
+    """The configured host tools; :meth:`refresh` (scan thread) says which exist right now
+    and logs when one goes missing or comes back."""
 
     def __init__(self, tools: Sequence[Tool]) -> None:
         self.tools = tuple(t for t in tools if t.host_path)
-        self.mounts: tuple[Mount, ...] = ()
-        self._state: dict[str, str] = {}
+        self._state: dict[str, str] = {}  # scan thread only
 
     @property
     def allowlist(self) -> tuple[str, ...]:
         return tuple(t.host_path for t in self.tools)
 
-    def refresh(self, host: HostFS) -> None:
+    def refresh(self, host: HostFS) -> tuple[Mount, ...]:
         mounts = []
         for tool in self.tools:
             try:
@@ -169,60 +193,43 @@ class ToolMounts:
                 elif tool.name in self._state:
                     log.info("%s found at %s; mounting it again", tool.name, tool.host_path)
                 self._state[tool.name] = state
-        self.mounts = tuple(mounts)
+        return tuple(mounts)
 
     def presence(self, host: HostFS) -> tuple[bool, ...]:
         return tuple(host.exists(t.host_path) for t in self.tools)
 
 
-@dataclass
-class PassResult:
-    """One discovery pass over the host, shared by every resource."""
+@dataclass(frozen=True)
+class NpuPool:
+    """One pool as the scanner sees it: its config and the Resource its devices go to."""
 
-    scan: PciScan
-    devices: dict[str, list[Device]] = field(default_factory=dict)
+    config: PoolConfig
+    resource: Resource
 
 
-class Inventory:
-    """What the resources of one plugin instance share: pools, tool mounts, rbln-smi and its
-    polled cache, the RSD policy, and one discovery pass per round."""
+class NpuScanner(Scanner):
+    """One pass over the host for every pool of a plugin instance.
 
-    def __init__(self, config: RebelNpuConfig, host: HostFS) -> None:
-        self.config = config
-        self.host = host
-        executable = config.smi_executable(host.root)
-        self.smi = RblnSmi(executable, config.rbln_smi_timeout) if executable else None
-        polled = self.smi if config.rbln_smi_interval > 0 else None
-        self.monitor = SmiMonitor(polled, config.rbln_smi_interval or 1.0)
-        self.rsd = RsdGroups(
-            config.rsd_groups, self.smi, host, config.rsd_lock_file, config.rsd_timeout
-        )
-        self.zero_config = not config.resource_list
-        self.pools = config.resource_list or default_pools()
-        self.core_pools = [_pool(p, self.zero_config) for p in self.pools]
-        self.tools = ToolMounts(
-            [
-                Tool("rbln-stat", config.rbln_stat_host_path, "/usr/bin/rbln-stat"),
-                Tool("rbln-smi", config.rbln_smi_host_path, "/usr/bin/rbln-smi"),
-            ]
-        )
+    Keeps advertising a device whose driver unbound (so the health check reports it Unhealthy
+    instead of it silently vanishing) while its PCI function exists and is not bound to
+    another driver; that memo is private to the scan thread.
+    """
+
+    def __init__(
+        self, pools: Sequence[NpuPool], tools: ToolMounts, rsd: RsdGroups, *, zero_config: bool
+    ) -> None:
+        self.pools = tuple(pools)
+        self.tools = tools
+        self.rsd = rsd
+        self._selectors = [_selector_pool(p.config, zero_config) for p in self.pools]
         self._log = _Once()
-        for i, pool in enumerate(config.resource_list):
-            for j, s in enumerate(pool.selectors):
-                base = f"resourceList[{i}].selectors[{j}]"
-                for warning in (
-                    *hex_id_warnings(s.vendors, f"{base}.vendors"),
-                    *hex_id_warnings(s.devices, f"{base}.devices"),
-                ):
-                    log.warning("config: %s", warning)
+        self._advertised: dict[str, tuple[Resource, Device]] = {}  # scan thread only
 
-    def discover_all(self, scan: DiscoveryPass) -> PassResult:
-        """Scan PCI once and split the NPUs into pools (blocking; discovery thread)."""
+    def scan(self, scan: Scan) -> None:
         host = scan.host
-        self.tools.refresh(host)
+        tools = self.tools.refresh(host)
         self.rsd.resolve()
         pci = scan_pci(host, classes=[0x12], rdma=False)
-        result = PassResult(pci, {p.full_name(): [] for p in self.pools})
         candidates = []
         for dev in pci.devices.values():
             if dev.vendor == REBELLIONS_VENDOR and dev.sriov_enabled:
@@ -232,27 +239,42 @@ class Inventory:
                 )
                 continue
             candidates.append(Candidate.from_pci(dev, pci))
-        assignment = assign(candidates, self.core_pools)
+        assignment = assign(candidates, self._selectors)
         for address, reasons in assignment.rejections.items():
             scan.reject(address, "; ".join(reasons))
+        found: dict[str, tuple[Resource, Device]] = {}
         classes: dict[str, int | None] = {}
         for pool in self.pools:
-            for candidate, _ in assignment.members[pool.full_name()]:
-                device = self._device(scan, pci.devices[candidate.address], pool, classes)
+            for candidate, _ in assignment.members[pool.config.full_name()]:
+                dev = pci.devices[candidate.address]
+                device = self._device(scan, dev, pool, tools, classes)
                 if device is not None:
-                    result.devices[pool.full_name()].append(device)
+                    found[dev.address] = (pool.resource, device)
+        for address, kept in self._advertised.items():
+            unbound = pci.get(address)
+            if address not in found and unbound is not None and unbound.driver is None:
+                found[address] = kept
+        for pool in self.pools:
+            devices = [d for r, d in found.values() if r is pool.resource]
+            if devices:
+                scan.add(pool.resource, *devices)
+        self._advertised = found
         self._log.end_pass()
-        return result
 
     def _device(
-        self, scan: DiscoveryPass, dev: PciDevice, pool: PoolConfig, classes: dict[str, int | None]
+        self,
+        scan: Scan,
+        dev: PciDevice,
+        pool: NpuPool,
+        tools: tuple[Mount, ...],
+        classes: dict[str, int | None],
     ) -> Device | None:
         if dev.driver != DRIVER:
             scan.reject(
                 dev.address,
                 f"bound to {dev.driver or 'no driver'}; rebel-npu serves "
                 f"functions bound to {DRIVER}",
-                pool.full_name(),
+                pool.resource,
             )
             return None
         pools_file = f"{DRIVER_DIR}/{dev.address}/pools"
@@ -265,7 +287,7 @@ class Inventory:
             self._log.warning(
                 f"skipping {dev.address}: cannot read its char device from {pools_file}: {err}"
             )
-            scan.reject(dev.address, f"unusable {pools_file}: {err}", pool.full_name())
+            scan.reject(dev.address, f"unusable {pools_file}: {err}", pool.resource)
             return None
         product = product_of(dev.device)
         card = product.card if product else f"{dev.vendor}:{dev.device}"
@@ -274,28 +296,42 @@ class Inventory:
                 f"{dev.address}: device ID {dev.device} is not a known product; "
                 f"treating it as {card} ({product.family}) by its ID pattern"
             )
-        bridges = pci_bridges(scan.host, dev, classes)
-        numa = () if pool.exclude_topology or dev.numa_node is None else (dev.numa_node,)
+        info = NpuInfo(
+            address=dev.address,
+            npu=name,
+            card=card,
+            family=product.family if product else "",
+            bridges=bridges_of(scan.host, dev, classes),
+            pf=dev.physfn or "",
+            driver_version=_driver_version(scan.host, name),
+            tools=tools,
+        )
+        numa = () if pool.config.exclude_topology or dev.numa_node is None else (dev.numa_node,)
         attributes = {
-            "card": card,
-            "family": product.family if product else "",
+            "card": info.card,
+            "family": info.family,
             "function": "vf" if dev.is_vf else "pf",
             "npu": name,
             "numa": str(dev.numa_node) if dev.numa_node is not None else "",
-            "pciBridges": ",".join(bridges),
+            "pciBridges": ",".join(info.bridges),
+            "pf": info.pf,
+            "driverVersion": info.driver_version,
         }
-        if dev.physfn:
-            attributes["pf"] = dev.physfn
-        version = _driver_version(scan.host, name)
-        if version:
-            attributes["driverVersion"] = version
         return Device(
             id=dev.address,
             numa_nodes=numa,
             edits=ContainerEdits(device_nodes=(DeviceNode(f"/dev/{name}"),)),
+            payload=info,
             attributes={k: v for k, v in attributes.items() if v},
             cdi_name=name,
         )
+
+    def fingerprint(self, host: HostFS) -> Hashable:
+        """Changes when the functions bound to ``rebellions`` change, when a PF's VF count
+        changes, or when a tool appears or disappears."""
+        bound = sorted(a for a in host.listdir(DRIVER_DIR) if _PCI.match(a))
+        numvfs = tuple((a, host.read_attr(f"/sys/bus/pci/devices/{a}/sriov_numvfs")) for a in bound)
+        return tuple(bound), numvfs, self.tools.presence(host)
 
 
 def _driver_version(host: HostFS, name: str) -> str:
@@ -303,40 +339,3 @@ def _driver_version(host: HostFS, name: str) -> str:
         return (host.read_attr(f"/sys/class/rebellions/{name}/kernel_version") or "")[:64]
     except HostReadError:
         return ""
-
-
-class NpuDiscoverer(Discoverer):
-    """The devices of one pool. Keeps advertising a device whose driver unbound (so the
-    health check reports it Unhealthy instead of it silently vanishing) while its PCI
-    function exists and is not bound to another driver."""
-
-    def __init__(self, inventory: Inventory, pool: PoolConfig) -> None:
-        self.inventory = inventory
-        self.pool = pool
-        self.devices: dict[str, Device] = {}
-
-    def discover(self, scan: DiscoveryPass) -> list[Device]:
-        result = scan.cached(
-            ("rebel-npu", id(self.inventory)), lambda: self.inventory.discover_all(scan)
-        )
-        devices = list(result.devices.get(self.pool.full_name(), ()))
-        found = {d.id for d in devices}
-        for old in self.devices.values():
-            pci = result.scan.get(old.id)
-            if old.id not in found and pci is not None and pci.driver is None:
-                devices.append(old)
-        self.devices = {d.id: d for d in devices}
-        return devices
-
-    def fingerprint(self, host: HostFS) -> Hashable:
-        """Changes when a bound function we do not advertise yet appears, when a PF's VF count
-        changes, or when a tool appears or disappears (removals are left to the health check
-        and the periodic rescan)."""
-        bound = [a for a in host.listdir(DRIVER_DIR) if _PCI.match(a)]
-        new = tuple(a for a in bound if a not in self.devices)
-        numvfs = []
-        for address in sorted(set(bound) | set(self.devices)):
-            value = host.read_attr(f"/sys/bus/pci/devices/{address}/sriov_numvfs")
-            if value is not None:
-                numvfs.append((address, value))
-        return new, tuple(numvfs), self.inventory.tools.presence(host)

@@ -2,7 +2,8 @@
 
 A device is bad when (sysfs, every check):
 
-* its PCI function is gone (``/sys/bus/pci/devices/<bdf>`` missing);
+* its PCI function is gone (``/sys/bus/pci/devices/<bdf>`` missing; this also asks the
+  framework for a rescan at once, which drops the device);
 * it is not bound to the ``rebellions`` driver any more;
 * its char device ``/dev/rblnN`` is missing;
 
@@ -18,20 +19,20 @@ being broken is not the NPU being broken); the failure is logged and counted ins
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from devplugin_core import Device, HealthChecker, HostFS, HostReadError, Observation
 
 from .config import HealthConfig
-from .discovery import DRIVER
-from .smi import SmiMonitor
+from .discovery import DRIVER, NpuInfo
+from .smi import SmiDevice, SmiMonitor
 
 __all__ = ["NpuHealth"]
 
 
 class NpuHealth(HealthChecker):
-    """Health of one resource's NPUs; the rbln-smi monitor is shared by all resources."""
+    """Health of NPUs (one instance serves every resource; it keeps no state of its own
+    beyond the rbln-smi monitor)."""
 
     timeout = 2.0
 
@@ -42,53 +43,41 @@ class NpuHealth(HealthChecker):
         self.interval = config.interval
         self.recover_after = config.recover_after
         self.healthy_statuses = frozenset(s.lower() for s in config.healthy_statuses)
-        self.last: dict[str, Observation] = {}
-        self._lock = threading.Lock()
 
     def check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
         report = self.monitor.fresh() if self.config.use_rbln_smi else None
         out: dict[str, Observation] = {}
         for device in devices:
-            problem = self._sysfs_problem(device)
-            if problem is None and report is not None:
-                seen = report.by_bus.get(device.id)
-                if seen is not None:
-                    if seen.status and seen.status.lower() not in self.healthy_statuses:
-                        problem = f"rbln-smi reports status {seen.status!r}"
-                    elif (
-                        self.config.max_temperature
-                        and seen.temperature is not None
-                        and seen.temperature >= self.config.max_temperature
-                    ):
-                        problem = (
-                            f"rbln-smi reports {seen.temperature:g} C (limit "
-                            f"{self.config.max_temperature:g} C)"
-                        )
-            out[device.health_key] = (
-                Observation.ok() if problem is None else Observation.bad(problem)
-            )
-        with self._lock:
-            self.last = out
+            observation = self._sysfs(device)
+            if observation is None and report is not None:
+                observation = self._smi(report.by_bus.get(device.id))
+            out[device.health_key] = observation or Observation.ok()
         return out
 
-    def _sysfs_problem(self, device: Device) -> str | None:
+    def _sysfs(self, device: Device) -> Observation | None:
         base = f"/sys/bus/pci/devices/{device.id}"
         try:
             if not self.host.exists(base):
-                return f"PCI function {device.id} vanished"
+                return Observation.gone(f"PCI function {device.id} vanished")
             driver = self.host.link_name(f"{base}/driver")
         except HostReadError as err:
-            return str(err)
+            return Observation.bad(str(err))
         if driver != DRIVER:
-            return f"driver unbound (now {driver or 'none'})"
-        name = device.attributes.get("npu", "")
-        if name and not self.host.exists(f"/dev/{name}"):
-            return f"/dev/{name} is missing"
+            return Observation.bad(f"driver unbound (now {driver or 'none'})")
+        name = device.payload_as(NpuInfo).npu
+        if not self.host.exists(f"/dev/{name}"):
+            return Observation.bad(f"/dev/{name} is missing")
         return None
 
-    def observation(self, device_id: str) -> Observation | None:
-        with self._lock:
-            return self.last.get(device_id)
+    def _smi(self, seen: SmiDevice | None) -> Observation | None:
+        if seen is None:
+            return None
+        if seen.status and seen.status.lower() not in self.healthy_statuses:
+            return Observation.bad(f"rbln-smi reports status {seen.status!r}")
+        limit = self.config.max_temperature
+        if limit and seen.temperature is not None and seen.temperature >= limit:
+            return Observation.bad(f"rbln-smi reports {seen.temperature:g} C (limit {limit:g} C)")
+        return None
 
     async def watch(
         self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]

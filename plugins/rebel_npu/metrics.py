@@ -1,30 +1,22 @@
-"""``devplugin_npu_*`` metrics, built at scrape time from the current devices and the last
-rbln-smi report (base units: celsius, watts, bytes, ratio 0-1)."""
+"""``devplugin_npu_*`` metrics, built at scrape time from the advertised devices (their
+:class:`~.discovery.NpuInfo` payloads and health) and the last rbln-smi report (base units:
+celsius, watts, bytes, ratio 0-1)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .discovery import NpuDiscoverer
-from .health import NpuHealth
+from devplugin_core.store import Snapshot
+
+from .discovery import NpuInfo
 from .rsd import RsdGroups
 from .smi import SmiDevice, SmiMonitor
 
-__all__ = ["NpuCollector", "Served"]
+__all__ = ["NpuCollector"]
 
 _LABELS = ["resource", "device", "npu", "card"]
-
-
-@dataclass(frozen=True)
-class Served:
-    """One resource as the collector sees it."""
-
-    name: str
-    discoverer: NpuDiscoverer
-    health: NpuHealth
 
 
 _GAUGES: tuple[tuple[str, str, Callable[[SmiDevice], float | None]], ...] = (
@@ -43,15 +35,14 @@ _GAUGES: tuple[tuple[str, str, Callable[[SmiDevice], float | None]], ...] = (
 class NpuCollector:
     """Per-NPU gauges plus rbln-smi and RSD-group state, for every served resource."""
 
-    def __init__(self, served: Sequence[Served], monitor: SmiMonitor, rsd: RsdGroups) -> None:
-        self.served = tuple(served)
+    def __init__(self, monitor: SmiMonitor, rsd: RsdGroups) -> None:
         self.monitor = monitor
         self.rsd = rsd
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, snapshots: Mapping[str, Snapshot]) -> Iterator[Metric]:
         healthy = GaugeMetricFamily(
             "devplugin_npu_healthy",
-            "1 if the last NPU health check found no problem.",
+            "1 if the NPU is advertised Healthy.",
             labels=_LABELS,
         )
         info = GaugeMetricFamily(
@@ -63,26 +54,16 @@ class NpuCollector:
             (GaugeMetricFamily(name, text, labels=_LABELS), get) for name, text, get in _GAUGES
         ]
         report = self.monitor.fresh()
-        for served in self.served:
-            for device in served.discoverer.devices.values():
-                labels = [
-                    served.name,
-                    device.id,
-                    device.attributes.get("npu", ""),
-                    device.attributes.get("card", ""),
-                ]
-                seen = served.health.observation(device.id)
-                healthy.add_metric(labels, 0 if seen is not None and not seen.healthy else 1)
+        for resource, snapshot in snapshots.items():
+            for device in snapshot.devices:
+                npu = device.payload
+                if not isinstance(npu, NpuInfo):
+                    continue
+                labels = [resource, device.id, npu.npu, npu.card]
+                healthy.add_metric(labels, 1 if snapshot.healthy(device.id) else 0)
                 smi = report.by_bus.get(device.id) if report is not None else None
-                info.add_metric(
-                    [
-                        *labels,
-                        smi.uuid if smi else "",
-                        smi.firmware if smi else "",
-                        device.attributes.get("driverVersion", ""),
-                    ],
-                    1,
-                )
+                identity = [smi.uuid, smi.firmware] if smi else ["", ""]
+                info.add_metric([*labels, *identity, npu.driver_version], 1)
                 if smi is None:
                     continue
                 for family, get in gauges:

@@ -5,26 +5,25 @@ resource with upstream's env vars and device-info files; adds health (PF link, v
 functions), rediscovery without restarts and preferred allocation. See ``README.md`` here.
 
 Modules: :mod:`.config` (the config model; generic ``resourceList`` parts in
-the core's :mod:`devplugin_core.pcidp`), :mod:`.discovery` (scan, exclusions, pool assignment),
-:mod:`.specs` (nodes and ``_INFO`` per driver), :mod:`.allocate`, :mod:`.deviceinfo`,
-:mod:`.health` with :mod:`.links` and :mod:`.netlink`, :mod:`.routes`, :mod:`.metrics`,
-:mod:`.demo`.
+the core's :mod:`devplugin_core.pcidp`), :mod:`.discovery` (the one scanner: exclusions, pool
+assignment, each device's :class:`~.discovery.VfInfo` payload), :mod:`.specs` (nodes and
+``_INFO`` per driver), :mod:`.allocate`, :mod:`.deviceinfo`, :mod:`.health` with :mod:`.links`
+and :mod:`.netlink`, :mod:`.routes`, :mod:`.metrics`, :mod:`.demo`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from devplugin_core import PluginContext, PluginFlag, PluginSpec, Resource, ResourceSet
+from devplugin_core import Plugin, PluginContext, PluginFlag, PluginSpec, Resource
 from devplugin_core.pcidp import full_names
 
 from .allocate import PoolAllocator
 from .config import SriovNetConfig
 from .demo import demo
 from .deviceinfo import DEFAULT_DEVICE_INFO_DIR, DeviceInfoFiles
-from .discovery import Inventory, PoolDiscoverer, PoolSpec
+from .discovery import PoolSpec, SriovScanner
 from .health import DEFAULT_HEALTH_INTERVAL, PoolHealth
-from .links import PfLinks
 from .metrics import SriovCollector
 from .netlink import LinkMonitor
 
@@ -111,33 +110,31 @@ def _device_info_dir(ctx: PluginContext) -> str:
     return directory
 
 
-def build(config: SriovNetConfig, ctx: PluginContext) -> ResourceSet:
-    """One resource per configured pool (served even while empty)."""
+def build(config: SriovNetConfig, ctx: PluginContext) -> Plugin:
+    """One resource per configured pool (served even while empty), one scanner for all."""
     pools = _pools(config, ctx)
     host = ctx.host
-    inventory = Inventory(host, pools)
     monitor = None
     if (ctx.option("link_monitor") or "netlink") == "netlink":
-        monitor = LinkMonitor(ctx.option("netlink_netns") or "")
-    links = PfLinks(host, monitor)
+        monitor = LinkMonitor(ctx.option("netlink_netns") or "")  # one netlink thread, all pools
     device_info = DeviceInfoFiles(_device_info_dir(ctx))
     interval = float(ctx.option("health_interval") or DEFAULT_HEALTH_INTERVAL)
     resources = tuple(
         Resource(
             spec.name,
-            PoolDiscoverer(inventory, spec, leader=index == 0),
             PoolAllocator(host, spec, device_info),
-            PoolHealth(host, spec, links, inventory, monitor, interval),
+            PoolHealth(host, spec, monitor, interval),
         )
-        for index, spec in enumerate(pools)
+        for spec in pools
     )
-    return ResourceSet(
+    return Plugin(
+        SriovScanner(zip(pools, resources, strict=True)),
         resources,
-        rediscover_interval=float(ctx.option("rescan_interval") or DEFAULT_RESCAN_INTERVAL),
+        rescan_interval=float(ctx.option("rescan_interval") or DEFAULT_RESCAN_INTERVAL),
         fingerprint_interval=float(
             ctx.option("numvfs_check_interval") or DEFAULT_NUMVFS_CHECK_INTERVAL
         ),
-        collectors=(SriovCollector(host, inventory, links),),
+        collectors=(SriovCollector(host, monitor),),
         description={"pools": [spec.name for spec in pools]},
     )
 

@@ -1,10 +1,11 @@
 """Allocate and GetPreferredAllocation for one pool.
 
-Allocate re-reads each requested function (driver, IOMMU group, uio and RDMA devices) and
-returns its device nodes plus ``PCIDEVICE_<PREFIX>_<NAME>`` and ``..._INFO`` exactly as upstream
-formats them — except that the ``uio`` entry is complete on the first allocation too (upstream
-fills it only after the device specs were computed once). netDevice pools also write the
-device-info files.
+Allocate re-reads each requested function (driver, IOMMU group, uio and RDMA devices), takes
+what its selector adds (RDMA, vhost-net, ``additionalInfo``) from the device's
+:class:`~.discovery.VfInfo`, and returns its device nodes plus ``PCIDEVICE_<PREFIX>_<NAME>``
+and ``..._INFO`` exactly as upstream formats them — except that the ``uio`` entry is complete
+on the first allocation too (upstream fills it only after the device specs were computed
+once). netDevice pools also write the device-info files.
 
 Preferred allocation (upstream has none): keep ``must_include``, fit the request into one NUMA
 node when possible, and inside it spread the VFs over as many PFs as possible (a PF or cable
@@ -31,15 +32,15 @@ from devplugin_core import (
 from devplugin_core.pcidp import pcidevice_env
 
 from .deviceinfo import DeviceInfoFiles
-from .discovery import PoolSpec, extra_info
-from .specs import Needs, build_specs, read_state
+from .discovery import PoolSpec, VfInfo
+from .specs import build_specs, read_state
 
 __all__ = ["PoolAllocator", "pf_level"]
 
 
 def pf_level(device: Device) -> Hashable:
     """Grouping key: the VF's PF (``None`` for functions without one)."""
-    return device.attributes.get("pf") or None
+    return device.payload_as(VfInfo).pf or None
 
 
 class PoolAllocator(Allocator):
@@ -49,13 +50,6 @@ class PoolAllocator(Allocator):
         self.host = host
         self.spec = spec
         self.device_info = device_info if spec.is_net else None
-
-    def _needs(self, device: Device) -> Needs:
-        return Needs(
-            rdma=device.attributes.get("isRdma") == "true",
-            vhost_net=device.attributes.get("needVhostNet") == "true",
-            extra=extra_info(self.spec.entry, device.id),
-        )
 
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
         parts = []
@@ -68,7 +62,7 @@ class PoolAllocator(Allocator):
                 raise AllocationError(f"cannot read {device.id}: {err}", [device.id]) from None
             if state is None:
                 raise AllocationError(f"PCI function {device.id} no longer exists", [device.id])
-            nodes, info[device.id] = build_specs(self.host, state, self._needs(device))
+            nodes, info[device.id] = build_specs(self.host, state, device.payload_as(VfInfo).needs)
             rdma[device.id] = state.rdma_names
             parts.append(ContainerEdits(device_nodes=nodes))
         env = pcidevice_env(self.spec.prefix, self.spec.resource_name, request.ids, info)

@@ -1,27 +1,33 @@
 """VF health (upstream has none): PF link down or PCI function gone means Unhealthy.
 
-Per tick a pool costs one listing of ``/sys/bus/pci/devices`` and one ``net/`` listing plus a
-state lookup per PF — never a PCI rescan. Link changes arrive as netlink events
-(:mod:`.netlink`), which wake the check at once; the periodic tick (1 s by default) is the
-fallback when netlink is unavailable and also catches vanished functions. A VF's own netdev is
-never looked at: it leaves the host namespace whenever a pod uses the VF, which is not a fault.
-PFs pooled whole (no VFs) are only checked for existence: a passed-through PF's link lives in
-the pod.
+Each pool's checker works from its devices' :class:`~.discovery.VfInfo` payloads. Per tick it
+costs one listing of ``/sys/bus/pci/devices`` and one link lookup per PF (the uplink netdev
+from the payload; the PF's ``net/`` is re-listed only when that name is gone) — never a PCI
+rescan. Link changes arrive as netlink events (:mod:`.netlink`), which wake the check at once;
+the periodic tick (1 s by default) is the fallback when netlink is unavailable and also catches
+vanished functions, which are reported ``gone`` so that the framework rescans at once. A VF's
+own netdev is never looked at: it leaves the host namespace whenever a pod uses the VF, which
+is not a fault. PFs pooled whole (no VFs) are only checked for existence: a passed-through PF's
+link lives in the pod.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from devplugin_core import Device, HealthChecker, HostFS, HostReadError, Observation
+from devplugin_core import Device, HealthChecker, HostFS, Observation
+from devplugin_core.pci import SYS_PCI_DEVICES
 
-from .discovery import Inventory, PoolSpec
-from .links import PfLink, PfLinks
+from .discovery import PoolSpec, VfInfo
+from .links import read_link
 from .netlink import LinkMonitor
 
 __all__ = ["DEFAULT_HEALTH_INTERVAL", "PoolHealth"]
 
 DEFAULT_HEALTH_INTERVAL = 1.0
+
+#: PF address -> (its uplink netdev as scanned, the devices under it)
+Groups = dict[str, tuple[str, list[Device]]]
 
 
 class PoolHealth(HealthChecker):
@@ -34,39 +40,34 @@ class PoolHealth(HealthChecker):
         self,
         host: HostFS,
         spec: PoolSpec,
-        links: PfLinks,
-        inventory: Inventory,
         monitor: LinkMonitor | None,
         interval: float = DEFAULT_HEALTH_INTERVAL,
     ) -> None:
         self.host = host
-        self.spec = spec
-        self.links = links
-        self.inventory = inventory
         self.monitor = monitor
         self.interval = interval
         self.check_pf = spec.entry.check_health_on_pf
         self.check_exists = spec.entry.check_health_on_device_exist
-        self._grouped: tuple[Sequence[Device], dict[str, list[Device]]] | None = None
+        self._grouped: tuple[Sequence[Device], Groups] | None = None  # this checker's thread only
 
-    def _by_pf(self, devices: Sequence[Device]) -> dict[str, list[Device]]:
-        """The devices per PF, regrouped only when discovery hands over a new device list."""
+    def _by_pf(self, devices: Sequence[Device]) -> Groups:
+        """The devices per PF, regrouped only when the scan hands over a new device list."""
         if self._grouped is None or self._grouped[0] is not devices:
-            groups: dict[str, list[Device]] = {}
+            groups: Groups = {}
             for device in devices:
-                pf = device.attributes.get("pf")
-                if pf:
-                    groups.setdefault(pf, []).append(device)
+                info = device.payload_as(VfInfo)
+                if info.pf:
+                    groups.setdefault(info.pf, (info.pf_netdev, []))[1].append(device)
             self._grouped = (devices, groups)
         return self._grouped[1]
 
     def check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
         """A tick costs one listing plus one link lookup per PF; work per device only for the
-        devices found unhealthy."""
+        devices found unhealthy. An unlistable ``/sys/bus/pci/devices`` fails the check."""
         out: dict[str, Observation] = {}
         if self.check_pf:
-            for pf, members in self._by_pf(devices).items():
-                link: PfLink = self.links.read(pf)
+            for pf, (netdev, members) in self._by_pf(devices).items():
+                link = read_link(self.host, self.monitor, pf, netdev)
                 if link.present and not link.down:
                     continue
                 problem = (
@@ -77,20 +78,11 @@ class PoolHealth(HealthChecker):
                 for device in members:
                     out[device.health_key] = Observation.bad(problem)
         if self.check_exists:
-            present = self._present()
+            present = self.host.names(SYS_PCI_DEVICES)  # one listing, not one stat per device
             for device in devices:
                 if device.id not in present:
-                    out[device.health_key] = Observation.bad(f"PCI function {device.id} vanished")
-        self.inventory.unhealthy[self.spec.name] = frozenset(out)
+                    out[device.health_key] = Observation.gone(f"PCI function {device.id} vanished")
         return out
-
-    def _present(self) -> frozenset[str]:
-        """The PCI functions that exist: one directory listing per tick instead of one stat per
-        device (a 1 000-VF pool checked every second)."""
-        try:
-            return self.inventory.present_functions()
-        except HostReadError:
-            return frozenset()
 
     async def watch(
         self, devices: Callable[[], Sequence[Device]], wake: Callable[[], None]

@@ -5,6 +5,7 @@ never confuses us; with several netdevs (switchdev mode lists VF representors th
 uplink is the one whose ``phys_port_name`` is not a representor's. The state comes from the
 netlink monitor when it knows the link, else from sysfs ``operstate``/``carrier``. An unreadable
 state counts as up: we only mark VFs Unhealthy on evidence (upstream PR #640 does the same).
+Nothing is remembered between reads: the uplink name comes from the scan's payload.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from devplugin_core.pci import SYS_PCI_DEVICES
 
 from .netlink import LinkMonitor
 
-__all__ = ["PfLink", "PfLinks", "uplink_netdev"]
+__all__ = ["PfLink", "read_link", "uplink_netdev"]
 
 _REPRESENTOR = re.compile(r"^(c\d+)?pf\d+(vf|sf)\d+$")
 
@@ -52,45 +53,38 @@ class PfLink:
         return self.present and self.up is False
 
 
-class PfLinks:
-    """Reads PF links through netlink (when it knows the link) or sysfs."""
-
-    def __init__(self, host: HostFS, monitor: LinkMonitor | None) -> None:
-        self.host = host
-        self.monitor = monitor
-        self._uplinks: dict[str, str] = {}  # PF -> uplink, kept while it is listed
-
-    def read(self, pf: str) -> PfLink:
-        base = f"{SYS_PCI_DEVICES}/{pf}"
-        netdev = self._uplinks.get(pf, "")
-        if not netdev or not self.host.lexists(f"{base}/net/{netdev}"):
-            # first read, or the uplink went away or was renamed: look at the PF's netdevs
-            try:
-                names = self.host.listdir(f"{base}/net")
-            except HostReadError:
-                return PfLink(pf, True)
-            if not names:
-                return PfLink(pf, self.host.exists(base))
-            netdev = self._uplinks[pf] = uplink_netdev(self.host, pf, names)
-        if self.monitor is not None:
-            up = self.monitor.state(netdev)
-            if up is not None:
-                return PfLink(pf, True, netdev, up, "netlink")
-        return PfLink(pf, True, netdev, self._sysfs(f"{base}/net/{netdev}"), "sysfs")
-
-    def _sysfs(self, netdir: str) -> bool | None:
+def read_link(host: HostFS, monitor: LinkMonitor | None, pf: str, netdev: str = "") -> PfLink:
+    """The link of ``pf`` now. ``netdev`` is its uplink as the scan saw it: while that name is
+    listed under the PF, nothing else is listed (a rename or a new uplink re-lists ``net/``)."""
+    base = f"{SYS_PCI_DEVICES}/{pf}"
+    if not netdev or not host.lexists(f"{base}/net/{netdev}"):
         try:
-            operstate = self.host.read_attr(f"{netdir}/operstate")
+            names = host.listdir(f"{base}/net")
         except HostReadError:
-            return None
-        if operstate is None:
-            return None
-        if operstate == "up":
-            return True
-        if operstate == "unknown":
-            try:
-                carrier = self.host.read_attr(f"{netdir}/carrier")
-            except HostReadError:
-                return None  # EINVAL while administratively down: undecidable, keep healthy
-            return None if carrier is None else carrier == "1"
-        return False
+            return PfLink(pf, True)
+        if not names:
+            return PfLink(pf, host.exists(base))
+        netdev = uplink_netdev(host, pf, names)
+    if monitor is not None:
+        up = monitor.state(netdev)
+        if up is not None:
+            return PfLink(pf, True, netdev, up, "netlink")
+    return PfLink(pf, True, netdev, _sysfs(host, f"{base}/net/{netdev}"), "sysfs")
+
+
+def _sysfs(host: HostFS, netdir: str) -> bool | None:
+    try:
+        operstate = host.read_attr(f"{netdir}/operstate")
+    except HostReadError:
+        return None
+    if operstate is None:
+        return None
+    if operstate == "up":
+        return True
+    if operstate == "unknown":
+        try:
+            carrier = host.read_attr(f"{netdir}/carrier")
+        except HostReadError:
+            return None  # EINVAL while administratively down: undecidable, keep healthy
+        return None if carrier is None else carrier == "1"
+    return False

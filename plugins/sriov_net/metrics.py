@@ -1,8 +1,11 @@
-"""Plugin metrics (``devplugin_sriov_*``), built at scrape time from the last discovery.
+"""Plugin metrics (``devplugin_sriov_*``), built at scrape time from the advertised snapshots.
+
+Everything about a device comes from its snapshot (its :class:`~.discovery.VfInfo` payload and
+its health); only the PF link state, ``sriov_numvfs`` and the VF counters are read from sysfs,
+in the scrape thread.
 
 * ``devplugin_sriov_pool_vfs{resource}`` and ``devplugin_sriov_pool_vfs_healthy{resource}``:
-  devices per pool and how many passed the last health check (the kubelet's view, with
-  hysteresis, is the framework's ``devplugin_devices``);
+  devices per pool and how many of them are advertised Healthy;
 * ``devplugin_sriov_vf_info{resource,device,pf,vf,driver,numa_node}`` = 1, a join helper;
 * ``devplugin_sriov_pf_link_up{pf,netdev}`` (1/0; absent while unknown) and
   ``devplugin_sriov_pf_vfs_enabled{pf}`` (``sriov_numvfs``) for the PFs of pooled VFs;
@@ -16,15 +19,17 @@ Allocated counts per pod come from the framework's PodResources attribution.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from devplugin_core import HostFS, HostReadError
 from devplugin_core.pci import SYS_PCI_DEVICES
+from devplugin_core.store import Snapshot
 
-from .discovery import Inventory
-from .links import PfLinks
+from .discovery import VfInfo
+from .links import read_link
+from .netlink import LinkMonitor
 
 __all__ = ["VF_STATS", "SriovCollector"]
 
@@ -45,12 +50,12 @@ _VF_LABELS = ["resource", "device", "pf", "vf"]
 
 
 class SriovCollector:
-    """A Prometheus collector over an :class:`Inventory` (registered by the framework)."""
+    """The plugin's :class:`~devplugin_core.MetricsCollector` (nothing shared with the scan
+    or the health checks but the netlink monitor's link states)."""
 
-    def __init__(self, host: HostFS, inventory: Inventory, links: PfLinks) -> None:
+    def __init__(self, host: HostFS, monitor: LinkMonitor | None) -> None:
         self.host = host
-        self.inventory = inventory
-        self.links = links
+        self.monitor = monitor
 
     def _stats(self, pf: str, vf: int) -> dict[str, int]:
         base = f"{SYS_PCI_DEVICES}/{pf}/sriov/{vf}/stats"
@@ -70,13 +75,13 @@ class SriovCollector:
                 out[name] = value
         return out
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, snapshots: Mapping[str, Snapshot]) -> Iterator[Metric]:
         total = GaugeMetricFamily(
             "devplugin_sriov_pool_vfs", "Devices in the pool.", labels=["resource"]
         )
         healthy = GaugeMetricFamily(
             "devplugin_sriov_pool_vfs_healthy",
-            "Devices of the pool that passed the last health check.",
+            "Devices of the pool advertised Healthy.",
             labels=["resource"],
         )
         info = GaugeMetricFamily(
@@ -88,21 +93,23 @@ class SriovCollector:
             name: CounterMetricFamily(metric, text, labels=_VF_LABELS)
             for name, (metric, text) in VF_STATS.items()
         }
-        pfs: set[str] = set()
-        for resource, members in sorted(self.inventory.members.items()):
-            sick = self.inventory.unhealthy.get(resource, frozenset())
-            total.add_metric([resource], len(members))
-            healthy.add_metric([resource], sum(1 for a in members if a not in sick))
-            for address, member in sorted(members.items()):
-                c = member.candidate
-                vf = "" if c.vf_index is None else str(c.vf_index)
-                numa = "" if member.numa_node is None else str(member.numa_node)
-                info.add_metric([resource, address, c.pf_address, vf, c.driver, numa], 1)
-                if c.pf_address:
-                    pfs.add(c.pf_address)
-                    if c.vf_index is not None:
-                        for name, value in self._stats(c.pf_address, c.vf_index).items():
-                            counters[name].add_metric([resource, address, c.pf_address, vf], value)
+        pfs: dict[str, str] = {}  # PF -> its uplink as scanned
+        for resource, snapshot in sorted(snapshots.items()):
+            total.add_metric([resource], len(snapshot.devices))
+            healthy.add_metric(
+                [resource], sum(1 for d in snapshot.devices if snapshot.healthy(d.id))
+            )
+            for device in sorted(snapshot.devices, key=lambda d: d.id):
+                vf_info = device.payload_as(VfInfo)
+                pf = vf_info.pf
+                vf = "" if vf_info.vf_index is None else str(vf_info.vf_index)
+                numa = "" if vf_info.numa_node is None else str(vf_info.numa_node)
+                info.add_metric([resource, device.id, pf, vf, vf_info.driver, numa], 1)
+                if pf:
+                    pfs.setdefault(pf, vf_info.pf_netdev)
+                    if vf_info.vf_index is not None:
+                        for name, value in self._stats(pf, vf_info.vf_index).items():
+                            counters[name].add_metric([resource, device.id, pf, vf], value)
         link = GaugeMetricFamily(
             "devplugin_sriov_pf_link_up",
             "1 if the PF's link is up, 0 if down.",
@@ -111,8 +118,8 @@ class SriovCollector:
         enabled = GaugeMetricFamily(
             "devplugin_sriov_pf_vfs_enabled", "VFs enabled on the PF (sriov_numvfs).", labels=["pf"]
         )
-        for pf in sorted(pfs):
-            state = self.links.read(pf)
+        for pf, netdev in sorted(pfs.items()):
+            state = read_link(self.host, self.monitor, pf, netdev)
             if state.present and state.up is not None:
                 link.add_metric([pf, state.netdev], 1 if state.up else 0)
             try:

@@ -9,7 +9,6 @@ RDMA device that changed since discovery is handed out as it is now.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan, RdmaDevice
@@ -55,11 +54,12 @@ class FunctionState:
 
 @dataclass(frozen=True)
 class Needs:
-    """What the pool adds on top of the driver: RDMA nodes, vhost-net, extra info."""
+    """What the pool adds on top of the driver: RDMA nodes, vhost-net, and ``additionalInfo``
+    as ``(key, value)`` pairs (``None``: the pool has none, so no ``extra`` entry)."""
 
     rdma: bool = False
     vhost_net: bool = False
-    extra: Mapping[str, str] | None = None
+    extra: tuple[tuple[str, str], ...] | None = None
 
 
 def state_from_scan(dev: PciDevice, scan: PciScan) -> FunctionState:

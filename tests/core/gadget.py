@@ -12,16 +12,16 @@ from devplugin_core import (
     ContainerEdits,
     Device,
     DeviceNode,
-    Discoverer,
-    DiscoveryPass,
     HealthChecker,
     HostFS,
     Mount,
     Observation,
+    Plugin,
     PluginContext,
     PluginSpec,
     Resource,
-    ResourceSet,
+    Scan,
+    Scanner,
     option,
     scan_pci,
 )
@@ -48,32 +48,28 @@ class GadgetConfig:
     rediscover_interval: float = option("rediscoverInterval", default=0.0)
 
 
-class GadgetDiscoverer(Discoverer):
-    def __init__(self, config: GadgetResource) -> None:
-        self.config = config
+class GadgetScanner(Scanner):
+    """One PCI scan; every configured resource gets the functions of its vendor."""
 
-    def discover(self, scan: DiscoveryPass) -> Sequence[Device]:
-        pci = scan.cached("pci", lambda: scan_pci(scan.host, rdma=False))
-        devices = []
-        for dev in pci.devices.values():
-            if dev.vendor != self.config.vendor:
-                scan.reject(
-                    dev.address,
-                    f"vendor {dev.vendor} is not {self.config.vendor}",
-                    self.config.name,
-                )
-                continue
-            minor = int(dev.address[-1])
-            nodes = [DeviceNode(f"/dev/gadget{minor}")]
-            nodes += [DeviceNode(p) for p in self.config.extra_nodes]
-            edits = ContainerEdits(
-                device_nodes=nodes, mounts=[Mount(m) for m in self.config.mounts]
-            )
-            numa = () if dev.numa_node is None else (dev.numa_node,)
-            devices.append(
-                Device(dev.address, numa, edits=edits, attributes={"driver": dev.driver or ""})
-            )
-        return devices
+    def __init__(self, resources: Sequence[tuple[GadgetResource, Resource]]) -> None:
+        self.resources = resources
+
+    def scan(self, scan: Scan) -> None:
+        pci = scan_pci(scan.host, rdma=False)
+        for config, resource in self.resources:
+            for dev in pci.devices.values():
+                if dev.vendor != config.vendor:
+                    scan.reject(
+                        dev.address, f"vendor {dev.vendor} is not {config.vendor}", resource
+                    )
+                    continue
+                minor = int(dev.address[-1])
+                nodes = [DeviceNode(f"/dev/gadget{minor}")]
+                nodes += [DeviceNode(p) for p in config.extra_nodes]
+                edits = ContainerEdits(device_nodes=nodes, mounts=[Mount(m) for m in config.mounts])
+                attributes = {"driver": dev.driver or ""}
+                device = Device(dev.address, dev.numa_nodes, edits=edits, attributes=attributes)
+                scan.add(resource, device)
 
 
 class GadgetAllocator(Allocator):
@@ -115,21 +111,17 @@ class GadgetHealth(HealthChecker):
 PRE_START_CALLS: list[tuple[str, ...]] = []
 
 
-def build(config: GadgetConfig, ctx: PluginContext) -> ResourceSet:
-    resources = []
+def build(config: GadgetConfig, ctx: PluginContext) -> Plugin:
+    pairs = []
     for r in config.resources:
         health = GadgetHealth(ctx.host, config.health_interval)
         allocator = PreStartAllocator(PRE_START_CALLS) if r.pre_start else GadgetAllocator(None)
-        resources.append(
-            Resource(
-                r.name,
-                GadgetDiscoverer(r),
-                allocator,
-                health,
-                mount_allowlist=r.mount_allowlist,
-            )
-        )
-    return ResourceSet(tuple(resources), rediscover_interval=config.rediscover_interval)
+        pairs.append((r, Resource(r.name, allocator, health, mount_allowlist=r.mount_allowlist)))
+    return Plugin(
+        GadgetScanner(pairs),
+        tuple(res for _, res in pairs),
+        rescan_interval=config.rediscover_interval,
+    )
 
 
 SPEC = PluginSpec(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 
 import pytest
 
-from devplugin_core._aio import Exclusive, ThreadBatcher, bounded, cancel_and_wait
+from devplugin_core._aio import bounded, cancel_and_wait
 
 
 async def test_cancellation_arriving_with_the_result_is_not_swallowed() -> None:
@@ -33,23 +32,6 @@ async def test_cancellation_arriving_with_the_result_is_not_swallowed() -> None:
     assert not went_on
 
 
-async def test_exclusive_run_in_a_batch_is_cancellable_when_the_batch_completes() -> None:
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        batcher, job = ThreadBatcher(pool), Exclusive()
-        finished = asyncio.Event()
-
-        async def checker() -> None:
-            while True:
-                await job.run(batcher, 5, lambda: finished.is_set())
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(checker())
-        for _ in range(50):  # cancel at many different points of the batch round trip
-            await asyncio.sleep(0)
-        await cancel_and_wait(task, grace=5)
-        assert task.cancelled()
-
-
 async def test_bounded_times_out() -> None:
     with pytest.raises(TimeoutError):
         await bounded(asyncio.sleep(5), 0.01)
@@ -69,11 +51,3 @@ async def test_cancel_and_wait_names_a_task_that_swallows_its_cancellation(
         await cancel_and_wait(task, grace=0.05)
     assert task.cancelled()
     assert any("stubborn-loop" in r.getMessage() for r in caplog.records)
-
-
-async def test_a_batch_submitted_after_shutdown_fails_instead_of_hanging() -> None:
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    pool.shutdown()
-    future = ThreadBatcher(pool).submit(lambda: 1)
-    with pytest.raises(RuntimeError):
-        await bounded(future, 5)

@@ -4,6 +4,7 @@ metrics over HTTP, PodResources attribution."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -19,6 +20,12 @@ from devplugin_core.testing import FakePodResources, PodAssignment, run_plugin, 
 from .gadget import SPEC, GadgetHealth, add_gadgets, config
 
 RES = "example.com/gadget"
+
+
+def _retune(runtime, **changes):  # type: ignore[no-untyped-def]
+    """Swap in the running plugin build with other scan settings (what a reload does)."""
+    plugin = dataclasses.replace(runtime.plugin, **changes)
+    runtime.plugin = runtime.scanning.plugin = plugin
 
 
 def _health(kubelet, resource=RES):  # type: ignore[no-untyped-def]
@@ -59,7 +66,7 @@ async def test_health_loop_runs_on_its_own(fake_host, fake_kubelet):
         await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
 
 
-async def test_steady_state_ticks_run_in_the_quiet_thread(fake_host, fake_kubelet):
+async def test_steady_state_ticks_stay_in_the_resource_thread(fake_host, fake_kubelet):
     ids = add_gadgets(fake_host, 1)
     doc = config(RES, healthInterval=0.05)
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=doc) as runtime:
@@ -67,6 +74,14 @@ async def test_steady_state_ticks_run_in_the_quiet_thread(fake_host, fake_kubele
         checker = runtime.resources[RES].resource.health
         original = checker.check  # type: ignore[union-attr]
         threads: list[str] = []
+        handed: list[object] = []
+        apply = runtime.health._apply
+
+        def counting(*args):  # type: ignore[no-untyped-def]
+            handed.append(args)
+            apply(*args)
+
+        runtime.health._apply = counting  # type: ignore[method-assign]
 
         def recording(devices):  # type: ignore[no-untyped-def]
             threads.append(threading.current_thread().name)
@@ -74,7 +89,8 @@ async def test_steady_state_ticks_run_in_the_quiet_thread(fake_host, fake_kubele
 
         checker.check = recording  # type: ignore[method-assign,union-attr]
         await fake_kubelet.wait_until(lambda: len(threads) >= 5, what="five quiet ticks")
-        assert set(threads[1:]) == {"devplugin-health"}, threads  # the loop did not tick
+        assert set(threads) == {f"health:{RES}"}, threads
+        assert handed == []  # healthy rounds never woke the loop
         ok = runtime.registry.get_sample_value(
             "devplugin_health_checks_total", {"resource": RES, "result": "ok"}
         )
@@ -85,11 +101,12 @@ async def test_steady_state_ticks_run_in_the_quiet_thread(fake_host, fake_kubele
         fake_host.write(f"/sys/bus/pci/devices/{ids[0]}/gadget_ok", "1\n")
         await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
         threads.clear()
+        handed.clear()
         await fake_kubelet.wait_until(lambda: len(threads) >= 3, what="quiet ticks again")
-        assert threads[-1] == "devplugin-health"
+        assert handed == []
 
 
-async def test_a_check_hanging_in_the_quiet_thread_marks_devices_unhealthy(
+async def test_a_hanging_check_marks_devices_unhealthy_until_it_returns(
     fake_host, fake_kubelet, monkeypatch
 ):
     add_gadgets(fake_host, 1)
@@ -164,17 +181,17 @@ async def test_discovery_crash_keeps_previous_devices(fake_host, fake_kubelet):
     add_gadgets(fake_host, 2)
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
         await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 2)
-        discoverer = runtime.resources[RES].resource.discoverer
+        scanner = runtime.plugin.scanner
 
         def boom(scan):  # type: ignore[no-untyped-def]
             raise RuntimeError("bug in discovery")
 
-        discoverer.discover = boom  # type: ignore[method-assign]
-        await runtime.discover_once()
+        scanner.scan = boom  # type: ignore[method-assign]
+        assert not await runtime.discover_once()
         assert len(fake_kubelet.devices(RES)) == 2
         assert (
             runtime.registry.get_sample_value(
-                "devplugin_discovery_errors_total", {"resource": RES, "reason": "error"}
+                "devplugin_discovery_errors_total", {"resource": "", "reason": "error"}
             )
             == 1
         )
@@ -451,28 +468,25 @@ async def test_pod_resources_attribution(fake_host, fake_kubelet):
 
 
 async def test_fingerprint_change_triggers_rediscovery(fake_host, fake_kubelet):
-    from devplugin_core import Discoverer
+    from devplugin_core import Scanner
 
     ids = add_gadgets(fake_host, 2)
 
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
         await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 2)
-        discoverer = runtime.resources[RES].resource.discoverer
+        cls = type(runtime.plugin.scanner)
 
         def fingerprint(self, host):  # type: ignore[no-untyped-def]
             return tuple(host.listdir("/sys/bus/pci/devices"))
 
-        type(discoverer).fingerprint = fingerprint  # type: ignore[method-assign]
+        cls.fingerprint = fingerprint  # type: ignore[method-assign]
         try:
-            runtime.resource_set = type(runtime.resource_set)(  # type: ignore[misc]
-                runtime.resource_set.resources, fingerprint_interval=0.05
-            )
-            runtime.reloaded.fire()  # what a config reload does: loops pick up new settings
-            await runtime.discover_once()  # takes the baseline
+            _retune(runtime, fingerprint_interval=0.05)
+            await runtime.discover_once()  # takes the baseline; loops pick up the settings
             fake_host.remove_pci(ids[1])  # no rescan is due for a long time...
             await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)  # ...the poll sees it
         finally:
-            type(discoverer).fingerprint = Discoverer.fingerprint  # type: ignore[method-assign]
+            cls.fingerprint = Scanner.fingerprint  # type: ignore[method-assign]
 
 
 def _self_signed(directory, name):  # type: ignore[no-untyped-def]
@@ -570,39 +584,32 @@ async def test_config_valid_gauge_follows_the_file_on_disk(fake_host, fake_kubel
 async def test_unchanged_fingerprints_skip_periodic_rescans_but_not_forever(
     fake_host, fake_kubelet
 ):
-    from devplugin_core import Discoverer
+    from devplugin_core import Scanner
 
     add_gadgets(fake_host, 1)
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
         await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)
-        discoverer = runtime.resources[RES].resource.discoverer
-        cls = type(discoverer)
-        original = cls.discover
+        cls = type(runtime.plugin.scanner)
+        original = cls.scan
         skipped_before_scan: list[float] = []
 
         def fingerprint(self, host):  # type: ignore[no-untyped-def]
             return "nothing changed"
 
-        def discover(self, scan):  # type: ignore[no-untyped-def]
+        def scan(self, scan):  # type: ignore[no-untyped-def]
             value = runtime.registry.get_sample_value("devplugin_rescans_skipped_total")
             skipped_before_scan.append(value or 0.0)
             return original(self, scan)
 
         cls.fingerprint = fingerprint  # type: ignore[method-assign]
-        cls.discover = discover  # type: ignore[method-assign]
+        cls.scan = scan  # type: ignore[method-assign]
         try:
-            await runtime.discover_once()  # baseline fingerprint
-            runtime.resource_set = type(runtime.resource_set)(  # type: ignore[misc]
-                runtime.resource_set.resources,  # type: ignore[union-attr]
-                rediscover_interval=0.02,
-                fingerprint_interval=3600,
-                max_skipped_rescans=3,
-            )
-            runtime.reloaded.fire()
-            await fake_kubelet.wait_until(lambda: len(skipped_before_scan) >= 4, 20, "rescans")
+            _retune(runtime, rescan_interval=0.02, fingerprint_interval=3600, max_skipped_rescans=3)
+            await runtime.discover_once()  # baseline fingerprint; loops pick up the settings
+            await fake_kubelet.wait_until(lambda: len(skipped_before_scan) >= 5, 20, "rescans")
         finally:
-            cls.fingerprint = Discoverer.fingerprint  # type: ignore[method-assign]
-            cls.discover = original  # type: ignore[method-assign]
+            cls.fingerprint = Scanner.fingerprint  # type: ignore[method-assign]
+            cls.scan = original  # type: ignore[method-assign]
         gaps = [b - a for a, b in itertools.pairwise(skipped_before_scan[1:])]
         assert gaps and all(gap == 3 for gap in gaps), skipped_before_scan
 

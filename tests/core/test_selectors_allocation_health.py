@@ -20,7 +20,7 @@ from devplugin_core import (
     parse_vf_range,
     prefer_packed,
 )
-from devplugin_core.health import HealthTracker
+from devplugin_core._hysteresis import HealthTracker
 from devplugin_core.pcidp import additional_info, go_json, pcidevice_env, pcidevice_env_name
 
 # Upstream table A (netDeviceProvider_test.go), without ddp/vdpa.
@@ -284,43 +284,3 @@ def test_prefer_spread_also_without_numa():
         request, levels=[lambda d: d.numa_nodes or None], spread=lambda d: d.attributes["pf"]
     )
     assert ids == ["v0", "v4"]
-
-
-async def test_thread_batcher_runs_one_job_per_loop_iteration():
-    import asyncio
-    import concurrent.futures
-    import threading
-
-    from devplugin_core._aio import ThreadBatcher
-
-    jobs: list[int] = []
-
-    class Counting(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-            jobs.append(1)
-            return super().submit(fn, *args, **kwargs)
-
-    def boom() -> int:
-        raise ValueError("bad")
-
-    with Counting(2) as pool:
-        batcher = ThreadBatcher(pool)
-        a = batcher.submit(lambda: threading.current_thread().name)
-        b = batcher.submit(boom)
-        c = batcher.submit(lambda: 3)
-        results = await asyncio.gather(a, b, c, return_exceptions=True)
-        assert len(jobs) == 1
-        assert results[0] != threading.current_thread().name
-        assert isinstance(results[1], ValueError) and results[2] == 3
-        assert await batcher.submit(lambda: 4) == 4
-        assert len(jobs) == 2
-
-
-def test_health_round_is_shared_only_inside_a_round():
-    from devplugin_core import health_round
-    from devplugin_core.health import shared_health_round
-
-    assert health_round() != health_round()  # outside a round nothing is shared
-    with shared_health_round() as current:
-        assert health_round() == health_round() == current
-    assert health_round() != current

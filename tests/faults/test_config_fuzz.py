@@ -291,7 +291,7 @@ def validate(case: Case, document: Any, context: PluginContext) -> list[str]:
     config must hold only text the kubelet's protobuf messages can carry."""
     text = json.dumps(document)  # NaN/Infinity as Python writes them; surrogates escaped
     result = decode(case.spec.config_model, parse_text(text, "config.json"))
-    case.spec.resources(result.value, context)
+    case.spec.make(result.value, context)
     for value in strings_in(result.value):
         value.encode("utf-8")  # raises on an unpaired surrogate
         assert "\0" not in value
@@ -460,7 +460,7 @@ def test_config_files_of_arbitrary_bytes_fail_only_with_config_errors(
     path.write_bytes(raw)
     try:
         loaded = load_config(case.spec, str(path))
-        case.spec.resources(loaded.config, context)
+        case.spec.make(loaded.config, context)
     except ConfigError as err:
         assert str(path) in str(err) or err.field, str(err)
 

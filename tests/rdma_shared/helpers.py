@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from devplugin_core import Device, DiscoveryPass, PluginContext, Rejection, decode
-from devplugin_core.testing import FakeHost
+from devplugin_core import Device, PluginContext, Rejection, decode
+from devplugin_core.testing import FakeHost, scan_once
 from plugins.rdma_shared import build
 from plugins.rdma_shared.config import RdmaSharedConfig
 
@@ -68,10 +68,8 @@ def discover(
 ) -> tuple[dict[str, Sequence[Device]], list[Rejection]]:
     """One discovery pass of every resource of ``doc`` (no kubelet): devices and rejections."""
     cfg = decode(RdmaSharedConfig, doc).value
-    resource_set = build(cfg, PluginContext(host=host.host))
-    scan = DiscoveryPass(host.host)
-    devices = {r.name: r.discoverer.discover(scan) for r in resource_set.resources}
-    return devices, scan.rejections
+    scan = scan_once(build(cfg, PluginContext(host=host.host)), host)
+    return {name: devices for name, (_, devices) in scan.tree.items()}, scan.rejections
 
 
 def hcas(devices: Sequence[Device]) -> list[str]:
@@ -80,4 +78,7 @@ def hcas(devices: Sequence[Device]) -> list[str]:
 
 
 def node_paths(devices: Sequence[Device]) -> list[str]:
-    return [n.host_path for n in devices[0].edits.device_nodes] if devices else []
+    """Every host node a slot grants (its parts' char devices, then rdma_cm)."""
+    if not devices:
+        return []
+    return [n.host_path for n in devices[0].all_edits.device_nodes]

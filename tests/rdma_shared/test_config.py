@@ -66,7 +66,7 @@ def test_defaults_match_upstream(fake_host: FakeHost) -> None:
     assert (entry.full_name, entry.rdma_hca_max, entry.exclude_topology) == ("rdma/a", 0, False)
     assert (cfg.update_interval, cfg.health_check_interval) == (60, 0.5)
     built = build(cfg, PluginContext(host=fake_host.host))
-    assert built.rediscover_interval == 60
+    assert built.rescan_interval == 60
     assert built.resources[0].health is not None
     assert built.resources[0].health.interval == 0.5
     assert SPEC.default_config_file == "/k8s-rdma-shared-dev-plugin/config.json"
@@ -81,8 +81,8 @@ def test_empty_prefix_means_rdma() -> None:
 def test_interval_zero_disables_rescans_and_hotplug_polls(fake_host: FakeHost) -> None:
     cfg, _ = load({"periodicUpdateInterval": 0, "configList": [resource(**VENDORS)]})
     built = build(cfg, PluginContext(host=fake_host.host))
-    assert built.rediscover_interval == 0
-    assert built.resources[0].discoverer.fingerprint(fake_host.host) is None
+    assert built.rescan_interval == 0
+    assert built.scanner.fingerprint(fake_host.host) is None
 
 
 def test_health_interval_zero_disables_health_checks(fake_host: FakeHost) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from devplugin_core import DiscoveryPass, PluginContext, decode, scan_pci
-from devplugin_core.testing import FakeHost
+from devplugin_core import Device, PluginContext, decode, scan_pci
+from devplugin_core.testing import FakeHost, scan_once
 from plugins.rdma_shared import build
 from plugins.rdma_shared.config import RdmaSharedConfig
 
@@ -101,7 +101,7 @@ def test_rdma_hca_max_slots_with_upstream_ids(node: FakeHost, count: int) -> Non
 
 def test_char_devices_of_every_hca_with_rdma_cm_once(node: FakeHost) -> None:
     devices, _ = discover(node, config(resource(selectors={"vendors": ["15b3"]})))
-    edits = devices["rdma/r"][0].edits
+    edits = devices["rdma/r"][0].all_edits
     assert [n.host_path for n in edits.device_nodes] == [
         *NODES[ROCE0],
         *NODES[ROCE1],
@@ -165,7 +165,7 @@ def test_rejections_explain_each_candidate(node: FakeHost) -> None:
 
 def test_empty_host_says_why(fake_host: FakeHost) -> None:
     devices, rejections = discover(fake_host, config(resource(selectors={"vendors": ["15b3"]})))
-    assert devices["rdma/r"] == ()
+    assert devices["rdma/r"] == []
     assert [r.subject for r in rejections] == ["host"]
     assert "no PCI network functions" in rejections[0].reason
 
@@ -199,7 +199,7 @@ def test_missing_rdma_cm_excludes_every_hca(
     node.remove(RDMA_CM)
     with caplog.at_level(logging.WARNING, "devplugin.rdma_shared"):
         devices, rejections = discover(node, config(resource(selectors={"vendors": ["15b3"]})))
-    assert devices["rdma/r"] == ()
+    assert devices["rdma/r"] == []
     assert all(RDMA_CM in r.reason for r in rejections if r.subject != INTEL)
     assert any(ROCE0 in r.getMessage() and RDMA_CM in r.getMessage() for r in caplog.records)
 
@@ -219,12 +219,12 @@ def test_problems_are_logged_once_per_change(
 ) -> None:
     node.remove("/dev/infiniband/uverbs0")
     cfg = decode(RdmaSharedConfig, config(resource(selectors={"vendors": ["15b3"]}))).value
-    discoverer = build(cfg, PluginContext(host=node.host)).resources[0].discoverer
+    plugin = build(cfg, PluginContext(host=node.host))
     with caplog.at_level(logging.INFO, "devplugin.rdma_shared"):
         for _ in range(3):
-            discoverer.discover(DiscoveryPass(node.host))
+            scan_once(plugin, node)
         node.add_dev("/dev/infiniband/uverbs0")
-        discoverer.discover(DiscoveryPass(node.host))
+        scan_once(plugin, node)
     excluded = [r for r in caplog.records if "excluded" in r.getMessage()]
     back = [r for r in caplog.records if "usable again" in r.getMessage()]
     assert len(excluded) == 1 and len(back) == 1
@@ -232,13 +232,19 @@ def test_problems_are_logged_once_per_change(
 
 def test_slots_are_reused_while_nothing_changes(node: FakeHost) -> None:
     cfg = decode(RdmaSharedConfig, config(resource(max_=100_000, selectors={"vendors": ["15b3"]})))
-    discoverer = build(cfg.value, PluginContext(host=node.host)).resources[0].discoverer
-    first = discoverer.discover(DiscoveryPass(node.host))
+    plugin = build(cfg.value, PluginContext(host=node.host))
+
+    def slots() -> list[Device]:
+        ((_, devices),) = scan_once(plugin, node).tree.values()
+        return devices
+
+    first = slots()
     assert len(first) == 100_000
-    assert discoverer.discover(DiscoveryPass(node.host)) is first
+    again = slots()
+    assert all(a is b for a, b in zip(again, first, strict=True))
     node.remove_pci(ROCE1)
-    changed = discoverer.discover(DiscoveryPass(node.host))
-    assert changed is not first and hcas(changed) == [ROCE0, IB]
+    changed = slots()
+    assert changed[0] is not first[0] and hcas(changed) == [ROCE0, IB]
 
 
 def test_one_pci_scan_per_pass_for_all_resources(node: FakeHost, monkeypatch: Any) -> None:
@@ -259,8 +265,8 @@ def test_one_pci_scan_per_pass_for_all_resources(node: FakeHost, monkeypatch: An
 
 def test_fingerprint_changes_on_hotplug(node: FakeHost) -> None:
     cfg = decode(RdmaSharedConfig, config(resource(selectors={"vendors": ["15b3"]}))).value
-    discoverer = build(cfg, PluginContext(host=node.host)).resources[0].discoverer
-    before = discoverer.fingerprint(node.host)
-    assert discoverer.fingerprint(node.host) == before
+    scanner = build(cfg, PluginContext(host=node.host)).scanner
+    before = scanner.fingerprint(node.host)
+    assert scanner.fingerprint(node.host) == before
     node.remove_pci(IB)
-    assert discoverer.fingerprint(node.host) != before
+    assert scanner.fingerprint(node.host) != before

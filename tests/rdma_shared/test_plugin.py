@@ -11,9 +11,16 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devplugin_core import DiscoveryPass, Observation, PluginContext, decode
+from devplugin_core import Observation, PluginContext, decode
 from devplugin_core.cli import main as cli
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin, write_config
+from devplugin_core.testing import (
+    FakeHost,
+    FakeKubelet,
+    run_plugin,
+    scan_once,
+    snapshots_of,
+    write_config,
+)
 from plugins.rdma_shared import SPEC, build
 from plugins.rdma_shared.config import RdmaSharedConfig
 from plugins.rdma_shared.preflight import ExclusiveNetnsModeError
@@ -252,13 +259,18 @@ async def test_metrics_report_ports_counters_and_slots(
     assert INTEL not in text
 
 
+class _Fixed:
+    def __init__(self, collect: Any) -> None:
+        self.collect = collect
+
+
 def test_metrics_skip_missing_counters(node: FakeHost) -> None:
     node.remove(f"/sys/bus/pci/devices/{ROCE0}/infiniband/mlx5_0/ports/1/counters")
     cfg = decode(RdmaSharedConfig, config(resource("roce", **ETHER))).value
-    resource_set = build(cfg, PluginContext(host=node.host))
-    resource_set.resources[0].discoverer.discover(DiscoveryPass(node.host))
+    plugin = build(cfg, PluginContext(host=node.host))
+    snapshots = snapshots_of(scan_once(plugin, node))
     registry = CollectorRegistry()
-    registry.register(resource_set.collectors[0])
+    registry.register(_Fixed(lambda: plugin.collectors[0].collect(snapshots)))
     samples = _samples(generate_latest(registry).decode())
     xmit = [k for k in samples if k[0] == "devplugin_rdma_port_transmit_bytes_total"]
     assert [dict(k[1])["pci_address"] for k in xmit] == [ROCE1]

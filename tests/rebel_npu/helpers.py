@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devplugin_core import Device, DiscoveryPass, PluginContext, ResourceSet, decode
+from devplugin_core import Device, Plugin, PluginContext, Resource, Scan, decode
 from devplugin_core.testing import FakeHost
 from plugins.rebel_npu import RebelNpuConfig, build
+from plugins.rebel_npu.discovery import NpuScanner
 
 ATOM = "rebellions.ai/ATOM"
 REBEL = "rebellions.ai/REBEL"
@@ -22,15 +23,25 @@ def config(lock_file: str, **extra: Any) -> dict[str, Any]:
     return doc
 
 
-def built(host: FakeHost, document: dict[str, Any] | None = None) -> ResourceSet:
-    """The plugin's resources for ``document`` on ``host`` (no kubelet involved)."""
+def built(host: FakeHost, document: dict[str, Any] | None = None) -> Plugin:
+    """The plugin built for ``document`` on ``host`` (no kubelet involved)."""
     cfg = decode(RebelNpuConfig, document or {}).value
     return build(cfg, PluginContext(host=host.host))
 
 
-def discover(
-    host: FakeHost, resources: ResourceSet
-) -> tuple[dict[str, list[Device]], DiscoveryPass]:
-    """One discovery pass: devices per resource and the pass (for its rejections)."""
-    scan = DiscoveryPass(host.host)
-    return {r.name: list(r.discoverer.discover(scan)) for r in resources.resources}, scan
+def scanner(plugin: Plugin) -> NpuScanner:
+    assert isinstance(plugin.scanner, NpuScanner)
+    return plugin.scanner
+
+
+def resource(plugin: Plugin, name: str) -> Resource:
+    """A pool's Resource, configured or not (zero-config families are served while present)."""
+    return next(p.resource for p in scanner(plugin).pools if p.resource.name == name)
+
+
+def discover(host: FakeHost, plugin: Plugin) -> tuple[dict[str, list[Device]], Scan]:
+    """One scan: devices per resource it reports (configured pools always, zero-config families
+    only with devices) and the scan (for its rejections)."""
+    scan = Scan(host.host, plugin.resources)
+    plugin.scanner.scan(scan)
+    return {name: list(devices) for name, (_, devices) in scan.tree.items()}, scan

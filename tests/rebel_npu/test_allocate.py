@@ -14,7 +14,7 @@ from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from plugins.rebel_npu import SPEC
 from plugins.rebel_npu.testing import FakeSmi
 
-from .helpers import ATOM, CA22, built, config, discover
+from .helpers import ATOM, CA22, built, config, discover, resource
 
 
 async def test_allocate_contents(
@@ -109,9 +109,9 @@ async def test_unknown_ids_are_refused(
 def test_devices_are_sorted_by_address_not_naturally(fake_host: FakeHost) -> None:
     fake_host.add_npu("0000:0a:00.0", numa_node=0, index=0)
     fake_host.add_npu("0000:09:00.0", numa_node=0, index=1)
-    resources = built(fake_host, {"rsdGroups": "off"})
-    devices, _ = discover(fake_host, resources)
-    atom = resources.resources[0]
+    plugin = built(fake_host, {"rsdGroups": "off"})
+    devices, _ = discover(fake_host, plugin)
+    atom = resource(plugin, ATOM)
     edits = atom.allocator.allocate(AllocationRequest(ATOM, tuple(devices[ATOM])))
     assert [n.host_path for n in edits.device_nodes] == ["/dev/rbln1", "/dev/rbln0"]
     assert edits.env["PCIDEVICE_REBELLIONS_AI_ATOM"] == "0000:09:00.0,0000:0a:00.0"

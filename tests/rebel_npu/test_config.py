@@ -13,7 +13,7 @@ from devplugin_core.testing import FakeHost
 from plugins.rebel_npu import SPEC, RebelNpuConfig
 from plugins.rebel_npu.products import product_of
 
-from .helpers import ATOM, FIXTURES, REBEL, built
+from .helpers import ATOM, FIXTURES, REBEL, built, resource, scanner
 
 
 def upstream_config() -> str:
@@ -29,10 +29,12 @@ def test_spec_metadata() -> None:
     assert SPEC.demo is not None and SPEC.preflight is not None
 
 
-def test_zero_config_has_one_resource_per_family(fake_host: FakeHost) -> None:
-    resources = built(fake_host)
-    assert [r.name for r in resources.resources] == [ATOM, REBEL]
-    assert resources.resources[0].mount_allowlist == ("/usr/bin/rbln-stat", "/usr/bin/rbln-smi")
+def test_zero_config_has_one_dynamic_resource_per_family(fake_host: FakeHost) -> None:
+    plugin = built(fake_host)
+    assert plugin.resources == ()  # served only while the node has devices of the family
+    assert [p.resource.name for p in scanner(plugin).pools] == [ATOM, REBEL]
+    atom = resource(plugin, ATOM)
+    assert atom.mount_allowlist == ("/usr/bin/rbln-stat", "/usr/bin/rbln-smi")
 
 
 def test_upstream_configmap_validates_and_yields_atom(
@@ -68,9 +70,9 @@ def test_our_keys_and_upstream_pools_together(fake_host: FakeHost) -> None:
     assert cfg.resource_list[0].full_name() == "rebellions.ai/npu_a"  # prefix defaults
     assert len(cfg.resource_list[0].selectors) == 2
     assert cfg.smi_executable("/host") == "/usr/local/bin/rbln-smi"
-    resource = built(fake_host, document).resources[0]
-    assert resource.mount_allowlist == ("/opt/rbln/bin/rbln-stat",)  # exactly the tools
-    assert resource.health is not None and resource.health.interval == 1
+    pool = built(fake_host, document).resources[0]
+    assert pool.mount_allowlist == ("/opt/rbln/bin/rbln-stat",)  # exactly the tools
+    assert pool.health is not None and pool.health.interval == 1
 
 
 def test_smi_executable_defaults_to_host_copy_through_the_root() -> None:

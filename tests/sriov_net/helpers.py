@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from devplugin_core import Device, DiscoveryPass, PluginContext, PluginRuntime, Rejection, decode
+from devplugin_core import Device, PluginContext, PluginRuntime, Rejection, Scan, decode
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from plugins.sriov_net import SPEC, build
 from plugins.sriov_net.config import SriovNetConfig
@@ -132,7 +132,7 @@ def pool(name: str, selectors: Any, **fields: Any) -> dict[str, Any]:
 
 @dataclass
 class Discovered:
-    """One discovery pass over every pool of a config (no kubelet)."""
+    """One scan over every pool of a config (no kubelet)."""
 
     devices: dict[str, list[Device]]
     rejections: list[Rejection]
@@ -151,12 +151,13 @@ class Discovered:
 def discover(
     host: FakeHost, document: Mapping[str, Any], prefix: str = "intel.com", **options: Any
 ) -> Discovered:
-    """Decode ``document``, build the plugin and run one shared discovery pass."""
+    """Decode ``document``, build the plugin and run its scanner once."""
     result = decode(SriovNetConfig, document)
     ctx = PluginContext(host=host.host, options={"resource_prefix": prefix, **options})
-    resource_set = build(result.value, ctx)
-    scan = DiscoveryPass(host.host)
-    devices = {r.name: list(r.discoverer.discover(scan)) for r in resource_set.resources}
+    plugin = build(result.value, ctx)
+    scan = Scan(host.host, plugin.resources)
+    plugin.scanner.scan(scan)
+    devices = {name: list(found) for name, (_, found) in scan.tree.items()}
     return Discovered(devices, scan.rejections, result.warnings)
 
 

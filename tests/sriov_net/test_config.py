@@ -17,7 +17,7 @@ from .helpers import SECTION_7_4, doc, pool
 
 
 def load(tmp_path: Path, document: Any, **options: Any) -> tuple[Any, Any]:
-    """Load + build like ``devplugin validate``: (LoadedConfig, ResourceSet)."""
+    """Load + build like ``devplugin validate``: (LoadedConfig, Plugin)."""
     path = tmp_path / "config.json"
     path.write_text(document if isinstance(document, str) else json.dumps(document))
     runtime = PluginRuntime(
@@ -33,9 +33,9 @@ def error(tmp_path: Path, document: Any, **options: Any) -> ConfigError:
 
 
 def test_section_7_4_config_loads_with_upstream_defaults(tmp_path: Path) -> None:
-    loaded, resource_set = load(tmp_path, SECTION_7_4)
+    loaded, plugin = load(tmp_path, SECTION_7_4)
     assert loaded.warnings == ()
-    assert [r.name for r in resource_set.resources] == [
+    assert [r.name for r in plugin.resources] == [
         "intel.com/sriov_net",
         "intel.com/sriov_dpdk",
         "intel.com/sriov_all",
@@ -72,7 +72,7 @@ def test_selectors_take_an_object_or_a_list(tmp_path: Path) -> None:
 
 
 def test_keys_match_case_insensitively_like_go(tmp_path: Path) -> None:
-    loaded, resource_set = load(
+    loaded, plugin = load(
         tmp_path,
         {
             "ResourceList": [
@@ -95,11 +95,11 @@ def test_keys_match_case_insensitively_like_go(tmp_path: Path) -> None:
     assert loaded.warnings == ()
     assert entry.exclude_topology and entry.selectors[0].is_rdma
     assert entry.selectors[0].need_vhost_net and entry.selectors[0].pkeys == ("0x8001",)
-    assert [r.name for r in resource_set.resources] == ["nvidia.com/mlx"]
+    assert [r.name for r in plugin.resources] == ["nvidia.com/mlx"]
 
 
 def test_accelerator_pools_and_our_optional_keys(tmp_path: Path) -> None:
-    loaded, resource_set = load(
+    loaded, plugin = load(
         tmp_path,
         doc(
             pool(
@@ -120,12 +120,12 @@ def test_accelerator_pools_and_our_optional_keys(tmp_path: Path) -> None:
         entry.check_health_on_pf,
         entry.check_health_on_device_exist,
     ) == ("packed", False, False)
-    assert [r.name for r in resource_set.resources] == ["example.org/fec"]
+    assert [r.name for r in plugin.resources] == ["example.org/fec"]
 
 
 def test_same_name_with_different_prefixes_is_allowed(tmp_path: Path) -> None:
-    _, resource_set = load(tmp_path, doc(pool("vf", {}), pool("vf", {}, resourcePrefix="a.io")))
-    assert [r.name for r in resource_set.resources] == ["intel.com/vf", "a.io/vf"]
+    _, plugin = load(tmp_path, doc(pool("vf", {}), pool("vf", {}, resourcePrefix="a.io")))
+    assert [r.name for r in plugin.resources] == ["intel.com/vf", "a.io/vf"]
 
 
 def test_unknown_keys_and_never_matching_values_warn(tmp_path: Path) -> None:

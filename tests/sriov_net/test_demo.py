@@ -42,7 +42,7 @@ def test_default_device_info_dir_stays_under_a_fake_root(fake_host: FakeHost) ->
 
     assert SPEC.demo is not None
     document = SPEC.demo(fake_host)
-    resource_set = build(decode(SriovNetConfig, document).value, PluginContext(host=fake_host.host))
-    allocator = resource_set.resources[0].allocator
+    plugin = build(decode(SriovNetConfig, document).value, PluginContext(host=fake_host.host))
+    allocator = plugin.resources[0].allocator
     directory = allocator.device_info.directory  # type: ignore[attr-defined]
     assert directory == str(fake_host.root / "var/run/k8s.cni.cncf.io/devinfo/dp")

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from devplugin_core.testing import FakeHost
+from plugins.sriov_net.discovery import VfInfo
+from plugins.sriov_net.specs import Needs
 
 from .helpers import MGMT, PF, SECTION_7_4, VF, add_pf_with_vfs, discover, doc, intel_node, pool
 
@@ -256,6 +258,9 @@ def test_section_7_4_pools_and_exclusions(fake_host: FakeHost) -> None:
         assert device.numa_nodes == (1,)
         assert device.attributes["pf"] == PF and device.attributes["pfName"] == "enp3s0f0"
     assert found.device("intel.com/sriov_dpdk", VF[3]).attributes["vf"] == "3"
+    assert found.device("intel.com/sriov_dpdk", VF[3]).payload_as(VfInfo) == VfInfo(
+        driver="vfio-pci", pf=PF, pf_netdev="enp3s0f0", vf_index=3, numa_node=1, needs=Needs()
+    )
 
 
 def test_table_d_discovery_exclusions(fake_host: FakeHost) -> None:
@@ -376,4 +381,5 @@ def test_exclude_topology_drops_numa(fake_host: FakeHost) -> None:
         ),
     )
     assert [d.numa_nodes for d in found.devices["intel.com/a"]] == [(), ()]
+    assert [d.payload_as(VfInfo).numa_node for d in found.devices["intel.com/a"]] == [1, 1]
     assert [d.numa_nodes for d in found.devices["intel.com/b"]] == [(1,), (1,)]

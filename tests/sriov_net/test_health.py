@@ -72,13 +72,14 @@ async def test_vanished_function_is_unhealthy_then_leaves_and_rejoins(
 ) -> None:
     intel_node(fake_host)
     async with serve(fake_host, fake_kubelet, SECTION_7_4) as runtime:
-        await fake_kubelet.wait_for_registration(DPDK)
+        conn = await fake_kubelet.wait_for_registration(DPDK)
         fake_host.remove_pci(VF[3])
         await runtime.check_health_once(DPDK)
-        await fake_kubelet.wait_until(
-            lambda: fake_kubelet.health(DPDK) == {VF[2]: "Healthy", VF[3]: "Unhealthy"}
+        unhealthy = {VF[2]: "Healthy", VF[3]: "Unhealthy"}
+        await fake_kubelet.wait_until(  # the check saw it gone: Unhealthy at once ...
+            lambda: any({d.ID: d.health for d in h} == unhealthy for h in conn.history)
         )
-        await runtime.discover_once()
+        # ... and the rescan it asked for removes it (no rescan interval or poll involved)
         await fake_kubelet.wait_until(lambda: fake_kubelet.health(DPDK) == {VF[2]: "Healthy"})
         fake_host.add_vf(PF, 3, VF[3], device="154c", driver="vfio-pci", iommu_group=53)
         await runtime.discover_once()

@@ -56,3 +56,10 @@ async def test_pool_pf_and_vf_metrics(fake_host: FakeHost, fake_kubelet: FakeKub
         assert value("devplugin_sriov_pool_vfs_healthy", resource=NET) == 0
         assert value("devplugin_sriov_pool_vfs_healthy", resource=DPDK) == 2  # not checked yet
         assert value("devplugin_devices", resource=NET, health="unhealthy") == 2  # framework's
+
+        fake_host.set_link("enp3s0f0", True)  # healthy pool VFs are the advertised ones:
+        await runtime.check_health_once(NET)  # one good check does not recover them yet
+        assert value("devplugin_sriov_pf_link_up", pf=PF, netdev="enp3s0f0") == 1
+        assert value("devplugin_sriov_pool_vfs_healthy", resource=NET) == 0
+        await runtime.check_health_once(NET)
+        assert value("devplugin_sriov_pool_vfs_healthy", resource=NET) == 2

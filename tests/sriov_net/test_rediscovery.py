@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from devplugin_core.testing import FakeHost, FakeKubelet, write_config
+from plugins.sriov_net.discovery import VfInfo
 
 from .helpers import (
     PF,
@@ -144,6 +145,7 @@ def test_after_a_restart_pod_held_vfs_inherit_link_type_and_rdma_from_the_pf(
     found = discover(fake_host, RDMA_POOLS)
     assert found.ids("intel.com/ib") == vfs
     assert found.device("intel.com/ib", vfs[0]).attributes["linkType"] == "infiniband"
+    assert found.device("intel.com/ib", vfs[0]).payload_as(VfInfo).needs.rdma  # RDMA nodes
 
 
 def test_vfio_bound_vfs_do_not_inherit_rdma(fake_host: FakeHost) -> None:

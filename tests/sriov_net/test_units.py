@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from devplugin_core import DiscoveryPass, PluginContext, decode
+from devplugin_core import PluginContext, Scan, decode
 from devplugin_core.testing import FakeHost
 from plugins.sriov_net import build
 from plugins.sriov_net.config import SriovNetConfig
 from plugins.sriov_net.deviceinfo import DeviceInfoFiles
-from plugins.sriov_net.links import PfLinks
+from plugins.sriov_net.links import read_link
 from plugins.sriov_net.netlink import IFF_LOWER_UP, IFF_UP, LinkMonitor, link_usable
 
 from .helpers import PF, SECTION_7_4, VF, intel_node
@@ -38,44 +38,40 @@ def test_device_info_content_is_byte_exact() -> None:
 
 def test_pf_links_prefer_netlink_but_fall_back_to_sysfs(fake_host: FakeHost) -> None:
     intel_node(fake_host)
-    links = PfLinks(fake_host.host, LinkMonitor())  # not subscribed: knows no link
-    state = links.read(PF)
+    host, monitor = fake_host.host, LinkMonitor()  # not subscribed: knows no link
+    state = read_link(host, monitor, PF)
     assert (state.present, state.netdev, state.up, state.source) == (
         True,
         "enp3s0f0",
         True,
         "sysfs",
     )
+    assert read_link(host, monitor, PF, "renamed0") == state  # a stale name: net/ is re-listed
     fake_host.set_link("enp3s0f0", False)
-    assert links.read(PF).down
+    assert read_link(host, monitor, PF, "enp3s0f0").down
     fake_host.remove_pci(PF)
-    assert not links.read(PF).present
-    assert not links.read("0000:99:00.0").present
+    assert not read_link(host, monitor, PF, "enp3s0f0").present
+    assert not read_link(host, monitor, "0000:99:00.0").present
 
 
 def test_fingerprint_is_stable_until_the_host_changes(
     fake_host: FakeHost,
 ) -> None:
     intel_node(fake_host)
-    resource_set = build(
-        decode(SriovNetConfig, SECTION_7_4).value, PluginContext(host=fake_host.host)
-    )
-    leader, other = resource_set.resources[0].discoverer, resource_set.resources[1].discoverer
-    host = fake_host.host
+    plugin = build(decode(SriovNetConfig, SECTION_7_4).value, PluginContext(host=fake_host.host))
+    scanner, host = plugin.scanner, fake_host.host
 
-    def rediscover() -> None:
-        for resource in resource_set.resources:
-            resource.discoverer.discover(DiscoveryPass(host))
+    def rescan() -> None:
+        scanner.scan(Scan(host, plugin.resources))
 
-    rediscover()
-    assert other.fingerprint(host) is None  # only the first pool answers
-    baseline = leader.fingerprint(host)
-    assert leader.fingerprint(host) == baseline
+    rescan()
+    baseline = scanner.fingerprint(host)
+    assert scanner.fingerprint(host) == baseline
     fake_host.bind(VF[0], "vfio-pci")  # rebinding changes it
-    changed = leader.fingerprint(host)
+    changed = scanner.fingerprint(host)
     assert changed != baseline
-    rediscover()
-    settled = leader.fingerprint(host)
-    assert leader.fingerprint(host) == settled
+    rescan()
+    settled = scanner.fingerprint(host)
+    assert scanner.fingerprint(host) == settled
     fake_host.remove_netdev("enp3s0f0v1")  # a VF netdev moving into a pod is no change
-    assert leader.fingerprint(host) == settled
+    assert scanner.fingerprint(host) == settled

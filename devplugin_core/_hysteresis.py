@@ -1,38 +1,13 @@
-"""Health state with hysteresis, fed by HealthChecker observations."""
+"""Health state with hysteresis, fed by HealthChecker observations (owned by the event loop)."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import threading
-from collections.abc import Iterator, Mapping, Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
 from .api import Observation
 
-__all__ = ["HealthTracker", "Transition", "health_round", "shared_health_round"]
-
-_local = threading.local()
-_rounds = itertools.count(1)
-
-
-def health_round() -> int:
-    """The ID of the health round the calling check runs in. The checks of different
-    resources that run in one round (one tick of the framework's quiet health thread) see the
-    same ID, so a plugin can read something shared once per round, e.g. a cache keyed on it.
-    Outside such a round every call returns a new ID: nothing is shared, nothing is stale."""
-    current: int | None = getattr(_local, "round", None)
-    return current if current is not None else next(_rounds)
-
-
-@contextlib.contextmanager
-def shared_health_round() -> Iterator[int]:
-    """Run the checks inside the block as one round (see :func:`health_round`)."""
-    _local.round = next(_rounds)
-    try:
-        yield _local.round
-    finally:
-        _local.round = None
+__all__ = ["HealthTracker", "Transition"]
 
 
 @dataclass(frozen=True)
