@@ -133,10 +133,10 @@ class Bench:
             ("python", "sys"),
             ("grpc + protobuf", "grpc,google.protobuf"),
             ("devplugin_core", "devplugin_core"),
-            ("devplugin_core.runtime", "devplugin_core.runtime"),
-            ("rdma-shared", "plugins.rdma_shared"),
-            ("sriov-net", "plugins.sriov_net"),
-            ("rebel-npu", "plugins.rebel_npu"),
+            ("devplugin_core._runtime", "devplugin_core._runtime"),
+            ("rdma-shared", "devplugin_plugins.rdma_shared"),
+            ("sriov-net", "devplugin_plugins.sriov_net"),
+            ("rebel-npu", "devplugin_plugins.rebel_npu"),
         ):
             seconds, rss = Series(), Series()
             for _ in range(3):
@@ -154,8 +154,8 @@ class Bench:
             [
                 sys.executable,
                 "-c",
-                "import sys, plugins.sriov_net, plugins.rdma_shared, plugins.rebel_npu, "
-                "devplugin_core.runtime; print(','.join(m for m in ('pyroute2','yaml','watchdog',"
+                "import sys, devplugin_plugins.sriov_net, devplugin_plugins.rdma_shared, devplugin_plugins.rebel_npu, "
+                "devplugin_core._runtime; print(','.join(m for m in ('pyroute2','yaml','watchdog',"
                 "'pyverbs') if m in sys.modules))",
             ],
             capture_output=True,
@@ -369,7 +369,7 @@ class Bench:
     # -- 8. rdma-shared rdmaHcaMax 10 000: snapshot build + send -----------------------------
     async def snapshot(self) -> None:
         from devplugin_core import Observation
-        from plugins.rdma_shared import SPEC
+        from devplugin_plugins.rdma_shared import SPEC
 
         # a small host (two IB HCAs matched) so that a discovery pass is snapshot work, not scan
         node = hosts.build_host(self.dir / "snapshot-host", pfs=0, hcas=4, npus=False)
@@ -431,11 +431,12 @@ class Bench:
 
     # -- 9. discovery time as the host grows --------------------------------------------------
     async def discovery_scaling(self) -> None:
-        from devplugin_core import PluginContext, decode
-        from devplugin_core.hostfs import HostFS
+        from devplugin_core import PluginContext
+        from devplugin_core._hostfs import HostFS
         from devplugin_core.testing import scan_once
-        from plugins.rdma_shared import SPEC as RDMA
-        from plugins.sriov_net import SPEC as SRIOV
+        from devplugin_core.toolkit import decode
+        from devplugin_plugins.rdma_shared import SPEC as RDMA
+        from devplugin_plugins.sriov_net import SPEC as SRIOV
 
         runs = 3 if self.quick else 7
         out: dict[str, Any] = {}

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import grpc
 
 from ._aio import Backoff, Signal, cancel_and_wait
+from ._errors import RegistrationError
 from ._proto import deviceplugin_v1beta1_pb2 as pb
 from ._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from ._proto import pluginregistration_v1_pb2_grpc as reg_grpc
 from ._resource import ResourceRuntime
 from ._server import DevicePluginService, WatcherRegistrationService
-from .errors import RegistrationError
 
 log = logging.getLogger("devplugin.endpoint")
 

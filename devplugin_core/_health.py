@@ -1,6 +1,6 @@
 """When health checks run: one scheduler, one thread per resource, one watchdog.
 
-Every resource with a :class:`~devplugin_core.api.HealthChecker` gets its own thread that runs
+Every resource with a :class:`~devplugin_core._api.HealthChecker` gets its own thread that runs
 ``check`` on the checker's interval (ticks aligned to multiples of it, shifted by a per-process
 phase) and whenever something asks for a check now: ``watch()`` calling ``wake``, a scan that
 brought new devices, a reload, :meth:`HealthScheduler.check_once`. A check that hangs blocks
@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._aio import cancel_and_wait
+from ._api import HealthChecker, Observation
+from ._metrics import Metrics
+from ._model import Device
 from ._resource import ResourceRuntime
-from .api import HealthChecker, Observation
-from .metrics import Metrics
-from .model import Device
 
 log = logging.getLogger("devplugin.health")
 

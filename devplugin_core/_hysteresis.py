@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
-from .api import Observation
+from ._api import Observation
 
 __all__ = ["HealthTracker", "Transition"]
 

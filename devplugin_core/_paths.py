@@ -14,10 +14,10 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from .api import Resource
-from .errors import HostPathError
-from .hostfs import HostFS
-from .model import ContainerEdits, Device, DeviceNode, Mount, Part
+from ._api import Resource
+from ._errors import HostPathError
+from ._hostfs import HostFS
+from ._model import ContainerEdits, Device, DeviceNode, Mount, Part
 
 __all__ = ["EditsValidator", "VerifiedPaths", "check_container_path", "live_parts", "scan_checked"]
 

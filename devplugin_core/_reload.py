@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .api import Plugin, PluginContext, PluginSpec
-from .config import ConfigDocument, decode, encode, load_document
-from .errors import ConfigError, DevicePluginError
-from .metrics import Metrics
+from ._api import Plugin, PluginContext, PluginSpec
+from ._config import ConfigDocument, decode, encode, load_document
+from ._errors import ConfigError, DevicePluginError
+from ._metrics import Metrics
 
 log = logging.getLogger("devplugin.config")
 
@@ -142,7 +142,7 @@ class ConfigSource(Generic[C]):
 
     async def watch(self, on_change: Any) -> None:
         """Call ``await on_change()`` whenever the loaded file changes (until cancelled)."""
-        from .config_watch import ConfigWatch
+        from ._config_watch import ConfigWatch
 
         assert self.loaded is not None
         async with ConfigWatch(self.loaded.source) as watch:

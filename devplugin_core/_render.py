@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ._model import ContainerEdits, Device, Health
 from ._proto import deviceplugin_v1beta1_pb2 as pb
-from .model import ContainerEdits, Device, Health
-from .store import Snapshot
+from ._store import Snapshot
 
 __all__ = ["DeviceListEncoder", "container_response", "device_message", "list_and_watch_response"]
 

@@ -15,16 +15,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ._aio import Signal, in_thread
+from ._api import AllocationRequest, Observation, PreferredRequest, Resource
+from ._cdi import CdiKind, annotate, cdi_kind
+from ._errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
+from ._hostfs import HostFS
 from ._hysteresis import HealthTracker
+from ._metrics import Metrics
+from ._model import ContainerEdits, Device, Health
 from ._paths import EditsValidator, VerifiedPaths, live_parts
 from ._render import DeviceListEncoder
-from .api import AllocationRequest, Observation, PreferredRequest, Resource
-from .cdi import CdiKind, annotate, cdi_kind
-from .errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
-from .hostfs import HostFS
-from .metrics import Metrics
-from .model import ContainerEdits, Device, Health
-from .store import ResourceState, Snapshot
+from ._store import ResourceState, Snapshot
 
 log = logging.getLogger("devplugin.resource")
 

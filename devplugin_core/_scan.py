@@ -28,11 +28,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 from ._aio import Signal, in_thread
+from ._api import Plugin, Rejection, Resource, Scan
+from ._hostfs import HostFS
+from ._metrics import Metrics
+from ._model import Device
 from ._paths import scan_checked
-from .api import Plugin, Rejection, Resource, Scan
-from .hostfs import HostFS
-from .metrics import Metrics
-from .model import Device
 
 log = logging.getLogger("devplugin.scan")
 
@@ -63,7 +63,7 @@ class ScanResult:
 
 
 def _has_fingerprint(plugin: Plugin) -> bool:
-    from .api import Scanner
+    from ._api import Scanner
 
     return type(plugin.scanner).fingerprint is not Scanner.fingerprint
 

@@ -15,19 +15,19 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from ._errors import (
+    AllocationError,
+    HostPathError,
+    UnhealthyDeviceError,
+    UnknownDeviceError,
+)
 from ._proto import deviceplugin_v1beta1_pb2 as pb
 from ._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from ._proto import pluginregistration_v1_pb2 as reg_pb
 from ._proto import pluginregistration_v1_pb2_grpc as reg_grpc
 from ._render import container_response
 from ._resource import ResourceRuntime
-from .errors import (
-    AllocationError,
-    HostPathError,
-    UnhealthyDeviceError,
-    UnknownDeviceError,
-)
-from .store import Snapshot
+from ._store import Snapshot
 
 log = logging.getLogger("devplugin.server")
 

@@ -31,10 +31,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .api import PluginSpec
-from .errors import ConfigError, DevicePluginError, PluginNotFoundError
-from .logs import setup_logging
-from .runtime import (
+from ._api import PluginSpec
+from ._errors import ConfigError, DevicePluginError, PluginNotFoundError
+from ._logs import setup_logging
+from ._runtime import (
     DEFAULT_KUBELET_DIR,
     DEFAULT_POD_RESOURCES_SOCKET,
     DEFAULT_REGISTRY_DIR,
@@ -184,7 +184,7 @@ def _plugin_parser(command: str, spec: PluginSpec[Any]) -> argparse.ArgumentPars
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_list() -> int:
-    from .plugins import installed_plugins
+    from ._plugins import installed_plugins
 
     plugins = installed_plugins()
     if not plugins:
@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        from .demo import run_demo
+        from ._demo import run_demo
 
         setup_logging("text", "warning")
         return run_demo(
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"usage: devplugin {args.command} PLUGIN [flags]; `devplugin list` shows plugins")
             return EXIT_OK
         parser.error(f"{args.command}: missing PLUGIN (see `devplugin list`)")
-    from .plugins import get_plugin
+    from ._plugins import get_plugin
 
     try:
         spec = get_plugin(args.plugin)

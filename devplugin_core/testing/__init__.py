@@ -29,11 +29,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..api import Plugin, PluginSpec, Scan
-from ..hostfs import HostFS
-from ..model import Health
-from ..runtime import PluginRuntime, RuntimeOptions
-from ..store import Snapshot
+from .._api import Plugin, PluginSpec, Scan
+from .._hostfs import HostFS
+from .._model import Health
+from .._runtime import PluginRuntime, RuntimeOptions
+from .._store import Snapshot
 from .fakehost import FakeHost, FakePci
 from .fakekubelet import FakeKubelet, PluginConnection, Registration
 from .fakepodresources import FakePodResources, PodAssignment

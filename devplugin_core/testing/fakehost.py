@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..hostfs import FAKE_HOST_MARKER, HostFS
+from .._hostfs import FAKE_HOST_MARKER, HostFS
 
 __all__ = ["FakeHost", "FakePci"]
 

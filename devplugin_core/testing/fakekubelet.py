@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import grpc
 
 from .._aio import bounded, cancel_and_wait
+from .._model import extended_resource_name_error
 from .._proto import deviceplugin_v1beta1_pb2 as pb
 from .._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from .._proto import pluginregistration_v1_pb2 as reg_pb
 from .._proto import pluginregistration_v1_pb2_grpc as reg_grpc
-from ..model import extended_resource_name_error
 
 __all__ = ["FakeKubelet", "PluginConnection", "Registration"]
 

@@ -28,12 +28,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from devplugin_core import (
-    ConfigError,
+from devplugin_core import ConfigError, option
+from devplugin_core.toolkit import (
     DecodeContext,
     extended_resource_name_error,
     hex_id_warnings,
-    option,
     validate_resource_name,
 )
 

@@ -18,19 +18,8 @@ import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from devplugin_core import (
-    ContainerEdits,
-    Device,
-    DeviceNode,
-    HostFS,
-    Part,
-    Resource,
-    Scan,
-    Scanner,
-    Selector,
-    match_values,
-)
-from devplugin_core.rdma import RDMA_CM
+from devplugin_core import ContainerEdits, Device, DeviceNode, HostFS, Part, Resource, Scan, Scanner
+from devplugin_core.toolkit import RDMA_CM, Selector, match_values
 
 from .config import ResourceConfig, Selectors
 from .inventory import Hca, ProblemLog, build_inventory

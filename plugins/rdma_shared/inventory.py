@@ -15,8 +15,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from devplugin_core import Candidate, DeviceNode, HostFS, RdmaDevice, scan_pci
-from devplugin_core.rdma import RDMA_CM, REQUIRED_RDMA_NODES, rdma_nodes
+from devplugin_core import DeviceNode, HostFS, scan_pci
+from devplugin_core.toolkit import RDMA_CM, REQUIRED_RDMA_NODES, Candidate, RdmaDevice, rdma_nodes
 
 from .ports import HcaRef, PortRef
 

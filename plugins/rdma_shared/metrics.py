@@ -23,8 +23,7 @@ from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from devplugin_core import HostFS, HostReadError
-from devplugin_core.store import Snapshot
+from devplugin_core import HostFS, HostReadError, Snapshot
 
 from .discovery import SharedHcas
 from .ports import HcaRef, PortRef, read_counter, read_port

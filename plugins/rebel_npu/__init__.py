@@ -19,14 +19,8 @@ import logging
 import os
 from typing import Any
 
-from devplugin_core import (
-    DevicePluginError,
-    Plugin,
-    PluginContext,
-    PluginSpec,
-    Resource,
-    hex_id_warnings,
-)
+from devplugin_core import DevicePluginError, Plugin, PluginContext, PluginSpec, Resource
+from devplugin_core.toolkit import hex_id_warnings
 
 from .allocate import NpuAllocator
 from .config import RebelNpuConfig

@@ -9,7 +9,7 @@ allocation's own group device as ``/dev/rsd0``.
 Preferred allocation, one rule for every product: devices are grouped by NUMA node, then by
 each PCI bridge on their path from the root port down, then by physical function (VFs of one
 PF together), and packed into the fewest groups level by level, preferring one group at any
-depth that can hold the whole request (:func:`~devplugin_core.allocation.prefer_nested`). For
+depth that can hold the whole request (:func:`~devplugin_core._allocation.prefer_nested`). For
 a CA22 (cards behind PCIe switches) this is upstream's "bridge index 1" grouping; for a CA25
 (four NPUs behind the card's own switch) upstream's "bridge index 2"; no depth is hard-coded.
 """
@@ -26,8 +26,7 @@ from devplugin_core import (
     Mount,
     PreferredRequest,
 )
-from devplugin_core.allocation import KeyFn, prefer_nested
-from devplugin_core.pcidp import additional_info, pcidevice_env
+from devplugin_core.toolkit import KeyFn, additional_info, pcidevice_env, prefer_nested
 
 from .config import PoolConfig
 from .discovery import DRIVER, NpuInfo

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from devplugin_core import ConfigError, one_or_many, option
-from devplugin_core.pcidp import AcceleratorSelectors, ResourceEntry, full_names, resource_list
+from devplugin_core.toolkit import AcceleratorSelectors, ResourceEntry, full_names, resource_list
 
 __all__ = [
     "DEFAULT_PREFIX",

@@ -15,27 +15,29 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from devplugin_core import (
-    Candidate,
     ContainerEdits,
     Device,
     DeviceNode,
     HostFS,
-    HostPathError,
     HostReadError,
     Mount,
     PciDevice,
-    Pool,
     Resource,
     Scan,
     Scanner,
+    scan_pci,
+)
+from devplugin_core.toolkit import (
+    SYS_PCI_DRIVERS,
+    Candidate,
+    Filter,
+    HostPathError,
+    Pool,
     Selector,
     assign,
     bridges_of,
     match_values,
-    scan_pci,
 )
-from devplugin_core.pci import SYS_PCI_DRIVERS
-from devplugin_core.selectors import Filter
 
 from .config import DEFAULT_PREFIX, PoolConfig, Selectors
 from .products import FAMILIES, REBELLIONS_VENDOR, product_of

@@ -2,7 +2,7 @@
 
 Usage: ``python fakesmi.py --state STATE.json ARGS...`` where ARGS is one of ``-j``,
 ``-g -j``, ``group -c K -a N,M``, ``group -d K[,L]``. The state file (next to the launcher
-written by :func:`plugins.rebel_npu.testing.install_fake_smi`) holds::
+written by :func:`devplugin_plugins.rebel_npu.testing.install_fake_smi`) holds::
 
     {"kmd_version": "...", "devices": [<rbln-smi -g -j device entries>],
      "dev_dir": "<fake host>/dev" or null,   # where /dev/rsdK nodes are created and removed

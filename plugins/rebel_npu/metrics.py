@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from devplugin_core.store import Snapshot
+from devplugin_core import Snapshot
 
 from .discovery import NpuInfo
 from .rsd import RsdGroups

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 from devplugin_core import AllocationError, DeviceNode, HostFS
-from devplugin_core.tools import DeadlineLock, LockTimeout
 
 from .smi import RblnSmi, SmiError, SmiReport
+from .tools import DeadlineLock, LockTimeout
 
 __all__ = ["RsdGroups"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from devplugin_core.tools import CommandResult, run_bounded
+from .tools import CommandResult, run_bounded
 
 __all__ = [
     "RblnSmi",

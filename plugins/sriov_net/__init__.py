@@ -5,7 +5,7 @@ resource with upstream's env vars and device-info files; adds health (PF link, v
 functions), rediscovery without restarts and preferred allocation. See ``README.md`` here.
 
 Modules: :mod:`.config` (the config model; generic ``resourceList`` parts in
-the core's :mod:`devplugin_core.pcidp`), :mod:`.discovery` (the one scanner: exclusions, pool
+the core's :mod:`devplugin_core._pcidp`), :mod:`.discovery` (the one scanner: exclusions, pool
 assignment, each device's :class:`~.discovery.VfInfo` payload), :mod:`.specs` (nodes and
 ``_INFO`` per driver), :mod:`.allocate`, :mod:`.deviceinfo`, :mod:`.health` with :mod:`.links`
 and :mod:`.netlink`, :mod:`.routes`, :mod:`.metrics`, :mod:`.demo`.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from devplugin_core import Plugin, PluginContext, PluginFlag, PluginSpec, Resource
-from devplugin_core.pcidp import full_names
+from devplugin_core.toolkit import full_names
 
 from .allocate import PoolAllocator
 from .config import SriovNetConfig

@@ -29,7 +29,7 @@ from devplugin_core import (
     numa_level,
     prefer_packed,
 )
-from devplugin_core.pcidp import pcidevice_env
+from devplugin_core.toolkit import pcidevice_env
 
 from .deviceinfo import DeviceInfoFiles
 from .discovery import PoolSpec, VfInfo

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from devplugin_core import DecodeContext, one_or_many, option, parse_vf_range
-from devplugin_core.pcidp import (
+from devplugin_core import one_or_many, option
+from devplugin_core.toolkit import (
     AcceleratorSelectors,
+    DecodeContext,
     ResourceEntry,
     hex_ids,
+    parse_vf_range,
     pci_addresses,
     resource_list,
     strings,

@@ -21,27 +21,31 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from devplugin_core import (
-    Candidate,
     ContainerEdits,
     Device,
     HostFS,
     PciDevice,
     PciScan,
-    Pool,
     Resource,
     Scan,
     Scanner,
+    scan_pci,
+)
+from devplugin_core.toolkit import (
+    SYS_PCI_DEVICES,
+    SYS_PCI_DRIVERS,
+    AcceleratorSelectors,
+    Candidate,
+    Pool,
     Selector,
+    additional_info,
     assign,
     match_flag,
     match_values,
     match_vf_ranges,
     natural_key,
     parse_vf_range,
-    scan_pci,
 )
-from devplugin_core.pci import SYS_PCI_DEVICES, SYS_PCI_DRIVERS
-from devplugin_core.pcidp import AcceleratorSelectors, additional_info
 
 from .config import AcceleratorResource, NetResource, NetSelectors
 from .links import uplink_netdev

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from devplugin_core import Device, HealthChecker, HostFS, Observation
-from devplugin_core.pci import SYS_PCI_DEVICES
+from devplugin_core.toolkit import SYS_PCI_DEVICES
 
 from .discovery import PoolSpec, VfInfo
 from .links import read_link

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devplugin_core import HostFS, HostReadError
-from devplugin_core.pci import SYS_PCI_DEVICES
+from devplugin_core.toolkit import SYS_PCI_DEVICES
 
 from .netlink import LinkMonitor
 

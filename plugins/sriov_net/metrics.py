@@ -23,9 +23,8 @@ from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from devplugin_core import HostFS, HostReadError
-from devplugin_core.pci import SYS_PCI_DEVICES
-from devplugin_core.store import Snapshot
+from devplugin_core import HostFS, HostReadError, Snapshot
+from devplugin_core.toolkit import SYS_PCI_DEVICES
 
 from .discovery import VfInfo
 from .links import read_link

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan, RdmaDevice
-from devplugin_core.pci import SYS_PCI_DEVICES, rdma_char_devices_of
-from devplugin_core.rdma import rdma_nodes
+from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan
+from devplugin_core.toolkit import SYS_PCI_DEVICES, RdmaDevice, rdma_char_devices_of, rdma_nodes
 
 __all__ = [
     "UIO_DRIVERS",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from devplugin_core import cli, plugins
+from devplugin_core import _plugins as plugins
+from devplugin_core import cli
 
 from .gadget import SPEC
 

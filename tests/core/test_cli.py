@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devplugin_core import cli, plugins
+from devplugin_core import _plugins as plugins
+from devplugin_core import cli
 from devplugin_core.testing import write_config
 
 from .gadget import SPEC, add_gadgets, config
@@ -30,7 +31,7 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0
-    assert "devplugin 0.1.0 (device plugin API v1beta1" in capsys.readouterr().out
+    assert "devplugin 0.2.0 (device plugin API v1beta1" in capsys.readouterr().out
 
 
 def test_list(gadget_installed, capsys):

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devplugin_core import ConfigError, decode, encode, one_or_many, option
-from devplugin_core.config import load_document, parse_text
+from devplugin_core import ConfigError, one_or_many, option
+from devplugin_core._config import load_document, parse_text
+from devplugin_core.toolkit import decode, encode
 
 
 @dataclass(frozen=True)

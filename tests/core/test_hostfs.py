@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from devplugin_core import HostFS, HostPathError, HostReadError
+from devplugin_core import HostFS, HostReadError
 from devplugin_core.testing import FakeHost
+from devplugin_core.toolkit import HostPathError
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import stat
 import grpc
 import pytest
 
-from devplugin_core import extended_resource_name_error
 from devplugin_core.testing import FakeKubelet, run_plugin
+from devplugin_core.toolkit import extended_resource_name_error
 
 from .gadget import PRE_START_CALLS, SPEC, add_gadgets, config
 

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devplugin_core import (
-    ConfigError,
-    ContainerEdits,
-    Device,
-    DeviceNode,
-    Mount,
-    extended_resource_name_error,
-    natural_key,
-    validate_resource_name,
-)
+from devplugin_core import ConfigError, ContainerEdits, Device, DeviceNode, Mount
+from devplugin_core.toolkit import extended_resource_name_error, natural_key, validate_resource_name
 
 
 @pytest.mark.parametrize(
@@ -147,8 +139,8 @@ def test_hand_written_device_encoding_matches_protobuf():
     import itertools
 
     from devplugin_core import Device
+    from devplugin_core._model import Health
     from devplugin_core._render import _device_bytes, device_message
-    from devplugin_core.model import Health
 
     devices = [
         Device("0"),

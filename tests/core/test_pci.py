@@ -133,7 +133,7 @@ def test_noiommu_group_and_uio(fake_host):
 
 
 def test_char_devices_of_one_function_match_the_global_index(fake_host):
-    from devplugin_core.pci import rdma_char_devices_of, rdma_char_index
+    from devplugin_core._pci import rdma_char_devices_of, rdma_char_index
 
     build(fake_host)
     host = fake_host.host

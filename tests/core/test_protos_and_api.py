@@ -97,26 +97,16 @@ PUBLIC_API = sorted(
         "AllocationError",
         "AllocationRequest",
         "Allocator",
-        "Candidate",
-        "CharDevice",
-        "CommandResult",
         "ConfigError",
         "ContainerEdits",
-        "DeadlineLock",
-        "DecodeContext",
         "Device",
         "DeviceNode",
         "DevicePluginError",
-        "DiscoveryError",
-        "Health",
         "HealthChecker",
         "HostFS",
-        "HostPathError",
         "HostReadError",
-        "LockTimeout",
         "MetricsCollector",
         "Mount",
-        "NetDevice",
         "Observation",
         "Part",
         "PciDevice",
@@ -124,46 +114,65 @@ PUBLIC_API = sorted(
         "Plugin",
         "PluginContext",
         "PluginFlag",
-        "PluginNotFoundError",
-        "PluginRuntime",
         "PluginSpec",
-        "Pool",
-        "PoolAssignment",
         "PreferredRequest",
-        "RdmaDevice",
-        "RdmaPort",
-        "RegistrationError",
-        "Rejection",
         "Resource",
-        "RuntimeOptions",
         "Scan",
         "Scanner",
-        "Selector",
-        "UnhealthyDeviceError",
-        "UnknownDeviceError",
-        "VfRange",
+        "Snapshot",
         "__version__",
+        "numa_level",
+        "one_or_many",
+        "option",
+        "prefer_packed",
+        "scan_pci",
+    ]
+)
+
+TOOLKIT_API = sorted(
+    [
+        "AcceleratorSelectors",
+        "Candidate",
+        "CharDevice",
+        "DecodeContext",
+        "Filter",
+        "HostPathError",
+        "KeyFn",
+        "NetDevice",
+        "Pool",
+        "PoolAssignment",
+        "RDMA_CM",
+        "REQUIRED_RDMA_NODES",
+        "RdmaDevice",
+        "RdmaPort",
+        "ResourceEntry",
+        "SYS_PCI_DEVICES",
+        "SYS_PCI_DRIVERS",
+        "Selector",
+        "VfRange",
+        "additional_info",
         "assign",
         "bridges_of",
         "decode",
         "encode",
         "extended_resource_name_error",
+        "full_names",
+        "go_json",
         "hex_id_warnings",
-        "load_config",
+        "hex_ids",
         "load_document",
         "match_flag",
         "match_values",
         "match_vf_ranges",
         "natural_key",
-        "numa_level",
-        "one_or_many",
-        "option",
         "parse_vf_range",
-        "pci_class",
+        "pci_addresses",
+        "pcidevice_env",
         "prefer_nested",
-        "prefer_packed",
-        "run_bounded",
-        "scan_pci",
+        "rdma_char_devices_of",
+        "rdma_nodes",
+        "resource_list",
+        "strings",
         "validate_resource_name",
     ]
 )
@@ -173,6 +182,11 @@ def test_public_surface_is_pinned():
     assert sorted(devplugin_core.__all__) == PUBLIC_API
     for name in PUBLIC_API:
         assert hasattr(devplugin_core, name), name
+    import devplugin_core.toolkit as toolkit
+
+    assert sorted(toolkit.__all__) == TOOLKIT_API
+    for name in TOOLKIT_API:
+        assert hasattr(toolkit, name), name
     import devplugin_core.testing as testing
 
     assert sorted(testing.__all__) == sorted(
@@ -200,3 +214,32 @@ def test_pytest_plugin_is_registered():
     assert any(
         ep.value == "devplugin_core.testing.pytest_plugin" for ep in entry_points(group="pytest11")
     )
+
+
+def test_every_other_core_module_is_private():
+    import pkgutil
+
+    public = {"cli", "testing", "toolkit"}
+    names = {m.name for m in pkgutil.iter_modules(devplugin_core.__path__)}
+    assert {n for n in names if not n.startswith("_")} == public
+
+
+def test_the_shipped_plugins_import_only_the_public_api():
+    """They are the proof that the public API is enough."""
+    import ast
+    from pathlib import Path
+
+    allowed = {"devplugin_core", "devplugin_core.toolkit", "devplugin_core.testing"}
+    root = Path(__file__).resolve().parents[2] / "plugins"
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            for module in modules:
+                if module.split(".")[0] == "devplugin_core" and module not in allowed:
+                    bad.append(f"{path.relative_to(root)}: {module}")
+    assert bad == []

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from devplugin_core import (
+from devplugin_core import ConfigError, Device, Observation, PreferredRequest, prefer_packed
+from devplugin_core._hysteresis import HealthTracker
+from devplugin_core._pcidp import additional_info, go_json, pcidevice_env, pcidevice_env_name
+from devplugin_core.toolkit import (
     Candidate,
-    ConfigError,
-    Device,
-    Observation,
     Pool,
-    PreferredRequest,
     Selector,
     assign,
     hex_id_warnings,
@@ -18,10 +17,7 @@ from devplugin_core import (
     match_values,
     match_vf_ranges,
     parse_vf_range,
-    prefer_packed,
 )
-from devplugin_core._hysteresis import HealthTracker
-from devplugin_core.pcidp import additional_info, go_json, pcidevice_env, pcidevice_env_name
 
 # Upstream table A (netDeviceProvider_test.go), without ddp/vdpa.
 D = [

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devplugin_core.plugins import get_plugin
+from devplugin_core._plugins import get_plugin
 from devplugin_core.testing import FakeHost, FakeKubelet, FakePodResources, short_tempdir
 
 PLUGINS = ("rdma-shared", "sriov-net", "rebel-npu")

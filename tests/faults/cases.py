@@ -26,16 +26,16 @@ from typing import Any
 
 from devplugin_core import PluginSpec
 from devplugin_core.testing import FakeHost
-from plugins.rdma_shared import SPEC as RDMA_SPEC
-from plugins.rebel_npu import SPEC as NPU_SPEC
-from plugins.rebel_npu.testing import (
+from devplugin_plugins.rdma_shared import SPEC as RDMA_SPEC
+from devplugin_plugins.rebel_npu import SPEC as NPU_SPEC
+from devplugin_plugins.rebel_npu.testing import (
     add_ca22_switches,
     add_ca25_card,
     add_switch,
     add_tools,
     install_fake_smi,
 )
-from plugins.sriov_net import SPEC as SRIOV_SPEC
+from devplugin_plugins.sriov_net import SPEC as SRIOV_SPEC
 
 __all__ = ["CASES", "Case", "Fault", "case_ids"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devplugin_core import PluginRuntime
+from devplugin_core._runtime import PluginRuntime
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 
 from .cases import Case

@@ -25,11 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devplugin_core import ConfigError, PluginContext, decode
-from devplugin_core.config import parse_text
-from devplugin_core.hostfs import HostFS
-from devplugin_core.runtime import load_config
+from devplugin_core import ConfigError, PluginContext
+from devplugin_core._config import parse_text
+from devplugin_core._hostfs import HostFS
+from devplugin_core._runtime import load_config
 from devplugin_core.testing import FakeHost
+from devplugin_core.toolkit import decode
 
 from .cases import CASES, Case, case_ids
 

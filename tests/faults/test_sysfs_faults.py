@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from devplugin_core.hostfs import HostFS
+from devplugin_core._hostfs import HostFS
 from devplugin_core.testing import FakeHost, FakeKubelet
 
 from .cases import ATOM, CASES, CX5_VFS, IB, NPU_ATOMS, RDMA_IB, SRIOV_RDMA, Case

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from devplugin_core import Device, PluginContext, decode, scan_pci
+from devplugin_core import Device, PluginContext, scan_pci
 from devplugin_core.testing import FakeHost, scan_once
-from plugins.rdma_shared import build
-from plugins.rdma_shared.config import RdmaSharedConfig
+from devplugin_core.toolkit import decode
+from devplugin_plugins.rdma_shared import build
+from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
 
 from .helpers import (
     IB,
@@ -248,7 +249,7 @@ def test_slots_are_reused_while_nothing_changes(node: FakeHost) -> None:
 
 
 def test_one_pci_scan_per_pass_for_all_resources(node: FakeHost, monkeypatch: Any) -> None:
-    import plugins.rdma_shared.inventory as inventory
+    import devplugin_plugins.rdma_shared.inventory as inventory
 
     calls = []
     real = scan_pci

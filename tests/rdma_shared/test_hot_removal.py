@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from plugins.rdma_shared import SPEC as SPEC_UNDER_TEST
+from devplugin_plugins.rdma_shared import SPEC as SPEC_UNDER_TEST
 
 from .helpers import IB, IBDEV, NETDEV, NODES, RDMA_CM, ROCE0, ROCE1, config, resource
 

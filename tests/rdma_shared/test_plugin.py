@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devplugin_core import Observation, PluginContext, decode
+from devplugin_core import Observation, PluginContext
 from devplugin_core.cli import main as cli
 from devplugin_core.testing import (
     FakeHost,
@@ -21,9 +21,10 @@ from devplugin_core.testing import (
     snapshots_of,
     write_config,
 )
-from plugins.rdma_shared import SPEC, build
-from plugins.rdma_shared.config import RdmaSharedConfig
-from plugins.rdma_shared.preflight import ExclusiveNetnsModeError
+from devplugin_core.toolkit import decode
+from devplugin_plugins.rdma_shared import SPEC, build
+from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
+from devplugin_plugins.rdma_shared.preflight import ExclusiveNetnsModeError
 
 from .helpers import IB, IBDEV, INTEL, NETDEV, NODES, RDMA_CM, ROCE0, ROCE1, config, resource
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devplugin_core.testing import FakeHost
-from plugins.rebel_npu.testing import FakeSmi, add_ca22_switches, add_tools, install_fake_smi
+from devplugin_plugins.rebel_npu.testing import FakeSmi, add_ca22_switches, add_tools, install_fake_smi
 
 from .helpers import CA22
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devplugin_core import Device, Plugin, PluginContext, Resource, Scan, decode
+from devplugin_core import Device, Plugin, PluginContext, Resource, Scan
 from devplugin_core.testing import FakeHost
-from plugins.rebel_npu import RebelNpuConfig, build
-from plugins.rebel_npu.discovery import NpuScanner
+from devplugin_core.toolkit import decode
+from devplugin_plugins.rebel_npu import RebelNpuConfig, build
+from devplugin_plugins.rebel_npu.discovery import NpuScanner
 
 ATOM = "rebellions.ai/ATOM"
 REBEL = "rebellions.ai/REBEL"

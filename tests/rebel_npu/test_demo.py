@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from plugins.rebel_npu import SPEC
+from devplugin_plugins.rebel_npu import SPEC
 
 from .helpers import ATOM, REBEL
 

@@ -9,9 +9,9 @@ import pytest
 
 from devplugin_core import HostFS, Scan
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from plugins.rebel_npu import SPEC
-from plugins.rebel_npu.discovery import NpuInfo, parse_pools
-from plugins.rebel_npu.testing import add_ca25_card, add_sriov_npu, add_switch
+from devplugin_plugins.rebel_npu import SPEC
+from devplugin_plugins.rebel_npu.discovery import NpuInfo, parse_pools
+from devplugin_plugins.rebel_npu.testing import add_ca25_card, add_sriov_npu, add_switch
 
 from .helpers import ATOM, CA22, REBEL, built, config, discover, scanner
 

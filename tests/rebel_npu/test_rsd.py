@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from devplugin_core import AllocationError, DevicePluginError
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from plugins.rebel_npu import SPEC
-from plugins.rebel_npu.rsd import RsdGroups
-from plugins.rebel_npu.smi import RblnSmi
-from plugins.rebel_npu.testing import FakeSmi
+from devplugin_plugins.rebel_npu import SPEC
+from devplugin_plugins.rebel_npu.rsd import RsdGroups
+from devplugin_plugins.rebel_npu.smi import RblnSmi
+from devplugin_plugins.rebel_npu.testing import FakeSmi
 
 from .helpers import ATOM, CA22, config
 

@@ -12,9 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from devplugin_core.tools import run_bounded
-from plugins.rebel_npu import SPEC
-from plugins.rebel_npu.smi import (
+from devplugin_plugins.rebel_npu import SPEC
+from devplugin_plugins.rebel_npu.smi import (
     RblnSmi,
     SmiError,
     SmiMonitor,
@@ -24,7 +23,8 @@ from plugins.rebel_npu.smi import (
     ratio,
     watts,
 )
-from plugins.rebel_npu.testing import FakeSmi, install_fake_smi
+from devplugin_plugins.rebel_npu.testing import FakeSmi, install_fake_smi
+from devplugin_plugins.rebel_npu.tools import run_bounded
 
 from .helpers import ATOM, CA22, FIXTURES, config
 

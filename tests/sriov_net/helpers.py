@@ -24,10 +24,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from devplugin_core import Device, PluginContext, PluginRuntime, Rejection, Scan, decode
+from devplugin_core import Device, PluginContext, Scan
+from devplugin_core._api import Rejection
+from devplugin_core._runtime import PluginRuntime
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from plugins.sriov_net import SPEC, build
-from plugins.sriov_net.config import SriovNetConfig
+from devplugin_core.toolkit import decode
+from devplugin_plugins.sriov_net import SPEC, build
+from devplugin_plugins.sriov_net.config import SriovNetConfig
 
 PF = "0000:03:00.0"
 VF = [f"0000:03:02.{i}" for i in range(4)]

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from plugins.sriov_net import SPEC
+from devplugin_plugins.sriov_net import SPEC
 
 from .helpers import (
     SECTION_7_4,

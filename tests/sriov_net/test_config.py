@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from devplugin_core import ConfigError, PluginRuntime, RuntimeOptions
+from devplugin_core import ConfigError
+from devplugin_core._runtime import PluginRuntime, RuntimeOptions
 from devplugin_core.cli import main
-from plugins.sriov_net import SPEC
-from plugins.sriov_net.config import AcceleratorResource, NetResource
+from devplugin_plugins.sriov_net import SPEC
+from devplugin_plugins.sriov_net.config import AcceleratorResource, NetResource
 
 from .helpers import SECTION_7_4, doc, pool
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from devplugin_core.testing import FakeHost
-from plugins.sriov_net.discovery import VfInfo
-from plugins.sriov_net.specs import Needs
+from devplugin_plugins.sriov_net.discovery import VfInfo
+from devplugin_plugins.sriov_net.specs import Needs
 
 from .helpers import MGMT, PF, SECTION_7_4, VF, add_pf_with_vfs, discover, doc, intel_node, pool
 

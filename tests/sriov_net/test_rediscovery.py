@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from devplugin_core.testing import FakeHost, FakeKubelet, write_config
-from plugins.sriov_net.discovery import VfInfo
+from devplugin_plugins.sriov_net.discovery import VfInfo
 
 from .helpers import (
     PF,

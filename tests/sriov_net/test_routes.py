@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devplugin_core import HostFS
 from devplugin_core.testing import FakeHost
-from plugins.sriov_net.routes import default_route_netdevs
+from devplugin_plugins.sriov_net.routes import default_route_netdevs
 
 from .helpers import ROUTE_HEADER
 

@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from .api import PluginSpec
-from .plugins import installed_plugins
+from ._api import PluginSpec
+from ._plugins import installed_plugins
 from .testing import FakeHost, FakeKubelet, FakePodResources, PodAssignment, short_tempdir
 
 __all__ = ["run_demo"]

@@ -27,7 +27,7 @@ try:  # prometheus_client >= 0.17: drop the *_created series
 except ImportError:  # pragma: no cover
     pass
 
-from .store import Snapshot
+from ._store import Snapshot
 
 log = logging.getLogger("devplugin.metrics")
 
@@ -260,7 +260,7 @@ class SnapshotCollector(Collector):
 
 
 class PluginCollectors(Collector):
-    """Adapts the current plugin's :class:`~devplugin_core.api.MetricsCollector` s to the
+    """Adapts the current plugin's :class:`~devplugin_core._api.MetricsCollector` s to the
     registry: each gets the snapshots by resource name. A collector that raises is logged and
     skipped (the rest of the scrape still answers)."""
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from ._errors import ConfigError
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .model import ContainerEdits, Device
+from ._model import ContainerEdits, Device
 
 __all__ = ["CDI_SPEC_VERSION", "CdiKind", "CdiWriter", "cdi_kind", "cdi_safe_name"]
 

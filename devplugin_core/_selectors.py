@@ -11,7 +11,7 @@ Semantics follow sriov-network-device-plugin and k8s-rdma-shared-dev-plugin:
   within it the **first selector** that matches — a device never lands in two pools.
 
 Plugins describe their selector keys with the ``match_*`` factories and feed
-:class:`Candidate` values (built from a :class:`~devplugin_core.pci.PciScan`) to :func:`assign`.
+:class:`Candidate` values (built from a :class:`~devplugin_core._pci.PciScan`) to :func:`assign`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
-from .pci import PciDevice, PciScan
+from ._errors import ConfigError
+from ._pci import PciDevice, PciScan
 
 __all__ = [
     "Candidate",

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import DecodeContext, option
-from .errors import ConfigError
-from .model import extended_resource_name_error
-from .pci import PCI_ADDRESS
-from .selectors import hex_id_warnings
+from ._config import DecodeContext, option
+from ._errors import ConfigError
+from ._model import extended_resource_name_error
+from ._pci import PCI_ADDRESS
+from ._selectors import hex_id_warnings
 
 __all__ = [
     "RESOURCE_NAME",

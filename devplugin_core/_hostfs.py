@@ -17,7 +17,7 @@ import stat
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from .errors import DevicePluginError, HostPathError
+from ._errors import DevicePluginError, HostPathError
 
 __all__ = [
     "DEFAULT_DEVICE_ALLOWLIST",

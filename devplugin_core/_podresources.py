@@ -21,9 +21,9 @@ import grpc
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._metrics import Metrics
 from ._proto import podresources_v1_pb2 as pr_pb
 from ._proto import podresources_v1_pb2_grpc as pr_grpc
-from .metrics import Metrics
 
 log = logging.getLogger("devplugin.podresources")
 

@@ -8,7 +8,7 @@ Plugins describe their config as frozen dataclasses whose fields are declared wi
 * unknown keys are reported as warnings that name the key and its path;
 * keys marked ``unsupported=...`` are fatal when set (silently ignoring a selector would make a
   pool larger than the operator asked for);
-* every error is a :class:`~devplugin_core.errors.ConfigError` naming the field path and value.
+* every error is a :class:`~devplugin_core._errors.ConfigError` naming the field path and value.
 
 Validation that needs more than types lives in the model's ``__post_init__``; it raises
 ``ConfigError`` with a field name relative to the model and :func:`decode` prefixes the path.
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from .errors import ConfigError
+from ._errors import ConfigError
 
 __all__ = [
     "ConfigDocument",

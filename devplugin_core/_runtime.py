@@ -33,18 +33,18 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from ._aio import Signal, cancel_and_wait, in_thread
+from ._api import Plugin, PluginContext, PluginSpec, Rejection
+from ._cdi import CdiWriter
 from ._endpoint import Endpoint, EndpointConfig, KubeletWatch
+from ._errors import DevicePluginError
 from ._health import HealthScheduler
+from ._hostfs import HostFS
 from ._http import HttpServer
+from ._metrics import Metrics, PluginCollectors, ResourceView, SnapshotCollector
+from ._podresources import PodResourcesPoller
 from ._reload import ConfigSource, LoadedConfig, load_config
 from ._resource import ResourceRuntime
 from ._scan import Scanning, ScanResult
-from .api import Plugin, PluginContext, PluginSpec, Rejection
-from .cdi import CdiWriter
-from .errors import DevicePluginError
-from .hostfs import HostFS
-from .metrics import Metrics, PluginCollectors, ResourceView, SnapshotCollector
-from .podresources import PodResourcesPoller
 
 log = logging.getLogger("devplugin.runtime")
 

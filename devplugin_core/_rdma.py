@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .hostfs import HostFS
-from .model import DeviceNode
-from .pci import RdmaDevice
+from ._hostfs import HostFS
+from ._model import DeviceNode
+from ._pci import RdmaDevice
 
 __all__ = ["RDMA_CM", "REQUIRED_RDMA_NODES", "RdmaNodes", "rdma_nodes"]
 

@@ -2,7 +2,7 @@
 plugin under development named by ``module:ATTR`` or ``path/to/file.py[:ATTR]`` (ATTR defaults
 to ``SPEC``), so a vendor can try a plugin before packaging it (as ``kopf run file.py``).
 
-An entry point's value is a :class:`~devplugin_core.api.PluginSpec` or a zero-argument callable
+An entry point's value is a :class:`~devplugin_core._api.PluginSpec` or a zero-argument callable
 returning one. Plugin names are hyphenated (``rdma-shared``); underscores are accepted.
 """
 
@@ -16,8 +16,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from .api import PluginSpec
-from .errors import PluginNotFoundError
+from ._api import PluginSpec
+from ._errors import PluginNotFoundError
 
 __all__ = ["ENTRY_POINT_GROUP", "get_plugin", "installed_plugins", "normalise_name"]
 

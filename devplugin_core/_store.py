@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .model import Device, Health
+from ._model import Device, Health
 
 __all__ = ["ResourceState", "Snapshot"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
-from .api import PreferredRequest
-from .model import Device, natural_key
+from ._api import PreferredRequest
+from ._model import Device, natural_key
 
 __all__ = ["KeyFn", "prefer_nested", "prefer_packed"]
 

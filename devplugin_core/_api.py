@@ -10,7 +10,7 @@ entry-point group ``devplugin.plugins``::
     [project.entry-points."devplugin.plugins"]
     acme-widget = "acme_plugin:SPEC"
 
-Data flows one way: the scanner mints :class:`~devplugin_core.model.Device` values (with a
+Data flows one way: the scanner mints :class:`~devplugin_core._model.Device` values (with a
 typed ``payload`` for the allocator and health checker), health checks report
 :class:`Observation` s about them, the framework joins both into snapshots for the kubelet,
 and Allocate hands the requested Device objects back to the Allocator. Plugins never see gRPC.
@@ -24,10 +24,10 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from .errors import ConfigError
-from .hostfs import DEFAULT_DEVICE_ALLOWLIST, HostFS
-from .model import ContainerEdits, Device, validate_resource_name
-from .store import Snapshot
+from ._errors import ConfigError
+from ._hostfs import DEFAULT_DEVICE_ALLOWLIST, HostFS
+from ._model import ContainerEdits, Device, validate_resource_name
+from ._store import Snapshot
 
 __all__ = [
     "AllocationRequest",
@@ -106,7 +106,7 @@ class Allocator:
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:
         """Preferred device IDs; default: fewest NUMA nodes, honouring ``must_include``."""
-        from .allocation import prefer_packed
+        from ._allocation import prefer_packed
 
         return prefer_packed(request, levels=[numa_level])
 

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from .errors import HostPathError
-from .hostfs import HostFS, HostReadError
+from ._errors import HostPathError
+from ._hostfs import HostFS, HostReadError
 
 __all__ = [
     "ARPHRD_LINK_TYPES",
