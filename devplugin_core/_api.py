@@ -98,7 +98,18 @@ class Allocator:
     extend it through ``super().allocate(request).merge(...)``. :meth:`preferred` defaults to
     NUMA packing; :meth:`pre_start` is only advertised to the kubelet when overridden.
     Both :meth:`allocate` and :meth:`pre_start` run in a worker thread with a time limit.
+
+    ``reusable``: set it to True when :meth:`allocate` depends only on the devices it is given
+    (no host reads, no side effects such as files written or groups created). The framework
+    then answers a repeated request from a cache while the resource's snapshot is unchanged,
+    after re-verifying every host path of the answer with one ``stat`` (a swapped or vanished
+    node falls back to a full Allocate). :meth:`reuse_key` says which requests share an answer.
     """
+
+    @property
+    def reusable(self) -> bool:
+        """Whether answers may be reused (see the class docstring); default False."""
+        return False
 
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
         """Container edits for ``request.devices`` (already validated: known and healthy)."""
@@ -112,6 +123,10 @@ class Allocator:
 
     def pre_start(self, devices: Sequence[Device]) -> None:
         """Called before every container start when overridden; raise to fail the start."""
+
+    def reuse_key(self, devices: Sequence[Device]) -> Hashable:
+        """Requests with equal keys get the same answer (default: the device IDs in order)."""
+        return tuple(d.id for d in devices)
 
     @property
     def pre_start_required(self) -> bool:

@@ -90,6 +90,20 @@ class EditsValidator:
             raise hit
         return hit
 
+    def checks(self) -> list[tuple[str, int, int]]:
+        """(local path, st_dev, st_ino of its canonical target) of every path that passed,
+        for :class:`~devplugin_core._answers.AnswerCache` (blocking: one stat each)."""
+        out = []
+        for (_, path), hit in self._seen.items():
+            if isinstance(hit, HostPathError):
+                continue
+            try:
+                st = os.stat(self.host.local(hit))
+            except OSError:
+                continue
+            out.append((self.host.local(path), st.st_dev, st.st_ino))
+        return out
+
     def validate(self, edits: ContainerEdits) -> ContainerEdits:
         """Edits with canonical host paths; raises HostPathError for anything not allowed."""
         if not edits.device_nodes and not edits.mounts:

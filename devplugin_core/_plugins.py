@@ -89,6 +89,12 @@ def get_plugin(name: str) -> PluginSpec[Any]:
     if ":" in name or name.endswith(".py"):
         return _load_reference(name)
     wanted = normalise_name(name)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if normalise_name(ep.name) == wanted:  # import only the plugin asked for (start-up)
+            try:
+                return _load(ep)
+            except Exception as err:
+                log.warning("cannot load plugin entry point %s (%s): %s", ep.name, ep.value, err)
     plugins = installed_plugins()
     if wanted in plugins:
         return plugins[wanted]

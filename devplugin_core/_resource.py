@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ._aio import Signal, in_thread
+from ._answers import AnswerCache, Check
 from ._api import AllocationRequest, Observation, PreferredRequest, Resource
 from ._cdi import CdiKind, annotate, cdi_kind
 from ._errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
@@ -23,7 +24,8 @@ from ._hysteresis import HealthTracker
 from ._metrics import Metrics
 from ._model import ContainerEdits, Device, Health
 from ._paths import EditsValidator, VerifiedPaths, live_parts
-from ._render import DeviceListEncoder
+from ._proto import deviceplugin_v1beta1_pb2 as pb
+from ._render import DeviceListEncoder, container_response
 from ._store import ResourceState, Snapshot
 
 log = logging.getLogger("devplugin.resource")
@@ -65,6 +67,7 @@ class ResourceRuntime:
         self.registered = False
         self._wire: tuple[int, object] | None = None
         self._encoder = DeviceListEncoder()
+        self._answers = AnswerCache()
 
     # -- state ---------------------------------------------------------------------------------
     def replace_resource(self, resource: Resource) -> None:
@@ -144,7 +147,7 @@ class ResourceRuntime:
 
     def _allocate_blocking(
         self, resource: Resource, devices: tuple[Device, ...]
-    ) -> tuple[ContainerEdits, Omitted]:
+    ) -> tuple[ContainerEdits, Omitted, list[Check] | None]:
         validator = EditsValidator(self.host, resource, self.verified)
         omitted: Omitted = []
         live = []
@@ -168,8 +171,9 @@ class ResourceRuntime:
                 f"{type(edits).__name__}, not ContainerEdits"
             )
         edits = validator.validate(edits)
+        checks = validator.checks() if resource.allocator.reusable and not omitted else None
         if self.cdi is None:
-            return edits, omitted
+            return edits, omitted, checks
         names: list[str] = []
         covered_parts: list[ContainerEdits] = []
         for device in live:
@@ -184,15 +188,49 @@ class ResourceRuntime:
         covered = validator.validate(
             ContainerEdits(device_nodes=covered.device_nodes, mounts=covered.mounts)
         )
-        return edits.without(covered).merge(annotate(self.cdi, names)), omitted
+        if checks is not None:
+            checks = validator.checks()
+        return edits.without(covered).merge(annotate(self.cdi, names)), omitted, checks
+
+    def cached_answer(self, ids: Sequence[str]) -> pb.AllocateResponse | None:
+        """The kept answer for a one-container request, when the allocator is reusable and
+        nothing changed since it was built (on the loop, no thread hop); raises like
+        :meth:`resolve` for unknown or unhealthy IDs."""
+        resource = self.resource
+        allocator = resource.allocator
+        if not allocator.reusable:
+            return None
+        version = self.snapshot.version
+        devices = self.resolve(ids)
+        answer = self._answers.get(resource, version, allocator.reuse_key(devices))
+        if answer is not None:
+            self.metrics.allocated_devices.labels(self.name).inc(len(devices))
+        return answer
+
+    async def answer(self, ids: Sequence[str]) -> pb.AllocateResponse:
+        """The whole AllocateResponse for a one-container request (the kubelet sends one
+        container per call), from the cache when it may be reused."""
+        answer = self.cached_answer(ids)
+        if answer is not None:
+            return answer
+        resource, version = self.resource, self.snapshot.version
+        edits, checks = await self._allocate(ids)
+        answer = pb.AllocateResponse(container_responses=[container_response(edits)])
+        if checks is not None and self.resource is resource and self.snapshot.version == version:
+            key = resource.allocator.reuse_key(self.resolve(ids))
+            self._answers.put(resource, version, key, answer, checks)
+        return answer
 
     async def allocate(self, ids: Sequence[str]) -> ContainerEdits:
         """Container edits for one container request (raises AllocationError/HostPathError)."""
+        return (await self._allocate(ids))[0]
+
+    async def _allocate(self, ids: Sequence[str]) -> tuple[ContainerEdits, list[Check] | None]:
         resource = self.resource
         devices = self.resolve(ids)
         start = time.monotonic()
         try:
-            edits, omitted = await in_thread(
+            edits, omitted, checks = await in_thread(
                 self.alloc_pool,
                 resource.allocate_timeout,
                 self._allocate_blocking,
@@ -213,7 +251,7 @@ class ResourceRuntime:
         if omitted:
             self.rescan(f"{self.name}: Allocate left out vanished {omitted[0][0]}")
         self.metrics.allocated_devices.labels(self.name).inc(len(devices))
-        return edits
+        return edits, checks
 
     async def preferred(
         self, available: Sequence[str], must: Sequence[str], size: int

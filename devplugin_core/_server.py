@@ -82,6 +82,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
         rt = self.rt
         result = "ok"
         try:
+            if len(request.container_requests) == 1:  # what the kubelet sends
+                return await rt.answer(request.container_requests[0].devices_ids)
             responses = []
             for creq in request.container_requests:
                 edits = await rt.allocate(list(creq.devices_ids))

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
-from devplugin_core import AllocationRequest, Allocator, ContainerEdits, PreferredRequest
+from devplugin_core import AllocationRequest, Allocator, ContainerEdits, Device, PreferredRequest
 
 __all__ = ["SharedSlotAllocator"]
 
 
 class SharedSlotAllocator(Allocator):
     """Slots are interchangeable: no NUMA packing, no per-slot merging."""
+
+    reusable = True  # every answer depends only on the slots' edits and parts
+
+    def reuse_key(self, devices: Sequence[Device]) -> Hashable:
+        """Slots are interchangeable: requests of equally many identical slots share one
+        answer, whichever slot IDs they name."""
+        first = devices[0]
+        if all(d.edits is first.edits and d.parts is first.parts for d in devices):
+            return ("slots", len(devices))
+        return tuple(d.id for d in devices)
 
     def __init__(self) -> None:
         self._merged: tuple[object, object, ContainerEdits] | None = None

@@ -42,6 +42,11 @@ class NpuAllocator(Allocator):
         self.pool = pool
         self.rsd = rsd
 
+    @property
+    def reusable(self) -> bool:
+        """Without RSD groups an answer depends only on the devices (nothing is created)."""
+        return self.rsd.peek() == "off"
+
     def _info(self, device: Device) -> dict[str, dict[str, str]]:
         info = {DRIVER: {"mount": f"/dev/{device.payload_as(NpuInfo).npu}"}}
         extra = additional_info(self.pool.additional_info, device.id)
