@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devplugin_core.testing import FakeHost
 from devplugin_plugins.rebel_npu.testing import add_ca22_switches, add_tools, install_fake_smi
+
+from devplugin_core.testing import FakeHost
 
 VFS_PER_PF = 127
 KERNEL_VFS = 112  # VFs 0..111 mlx5_core (RDMA), 112..126 vfio-pci

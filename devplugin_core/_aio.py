@@ -98,6 +98,40 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, grace: float = 10.
             finished.exception()
 
 
+class Supervisor:
+    """Named tasks of one runtime, crash-only: a supervised task that fails records the error
+    and sets :attr:`stopped` (the process then exits and the DaemonSet restarts it)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.failed: BaseException | None = None
+        self.stopped = asyncio.Event()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any], *, supervised: bool = True) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks[name] = task
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if self.tasks.get(name) is t:
+                del self.tasks[name]
+            error = None if t.cancelled() else t.exception()
+            if error is not None and supervised:
+                self.fail(name, error)
+
+        task.add_done_callback(done)
+
+    def fail(self, name: str, error: BaseException) -> None:
+        if self.failed is None:
+            log.error("%s failed: %s", name, error, exc_info=error)
+            self.failed = error
+        self.stopped.set()
+
+    async def cancel(self, *names: str) -> None:
+        """Cancel the named tasks (all when no name is given) and wait for them."""
+        chosen = list(self.tasks) if not names else [n for n in names if n in self.tasks]
+        await cancel_and_wait(*(self.tasks.pop(n) for n in chosen))
+
+
 class Backoff:
     """Exponential backoff with jitter: ``initial`` doubling up to ``maximum`` seconds."""
 

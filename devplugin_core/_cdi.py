@@ -143,6 +143,11 @@ class CdiWriter:
         log.info("wrote CDI spec %s (%d devices)", path, len(document["devices"]))  # type: ignore[arg-type]
         return path
 
+    def write_all(self, jobs: Iterable[tuple[CdiKind, Iterable[Device]]]) -> None:
+        """:meth:`write` for each (kind, devices) (blocking)."""
+        for kind, devices in jobs:
+            self.write(kind, devices)
+
     def cleanup(self, keep: Iterable[CdiKind] = ()) -> list[str]:
         """Remove this plugin's spec files except those of ``keep``; returns removed paths."""
         keep_paths = {self.path_for(k) for k in keep}

@@ -24,7 +24,7 @@ from ._aio import bounded
 
 log = logging.getLogger("devplugin.http")
 
-__all__ = ["HttpServer", "parse_address"]
+__all__ = ["HttpServer", "parse_address", "serve_http"]
 
 _MAX_REQUEST = 8192
 SCRAPE_TIMEOUT = 3.0
@@ -117,6 +117,12 @@ class HttpServer:
             self._server = None
         self._collector.shutdown(wait=False, cancel_futures=True)
 
+    async def watch_tls(self) -> None:
+        """Pick up rotated certificates (cert-manager, kubelet-style rotation) within a minute."""
+        while True:
+            await asyncio.sleep(60)
+            self.reload_tls(only_if_changed=True)
+
     async def scrape(self) -> tuple[int, bytes]:
         """(status, body) of one ``/metrics`` request (see the module docstring)."""
         if self._scrape is None or self._scrape.done():
@@ -179,3 +185,33 @@ class HttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def serve_http(
+    address: str | None,
+    default_port: int | None,
+    registry: CollectorRegistry,
+    ready: Callable[[], tuple[bool, str]],
+    healthy: Callable[[], tuple[bool, str]],
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> HttpServer | None:
+    """Start the server on ``address`` (None: the plugin's default port; "": off). Raises
+    DevicePluginError naming the address when it cannot serve."""
+    from ._errors import DevicePluginError
+
+    if address is None:
+        address = f":{default_port}" if default_port else ""
+    if not address:
+        return None
+    try:
+        server = HttpServer(address, registry, ready, healthy, certfile=certfile, keyfile=keyfile)
+        await server.start()
+    except ValueError as err:
+        raise DevicePluginError(f"metrics endpoint: {err}") from None
+    except OSError as err:
+        raise DevicePluginError(
+            f"cannot serve metrics on {address!r}: {err.strerror or err}"
+        ) from None
+    return server

@@ -115,6 +115,10 @@ class ResourceRuntime:
         }
         return self.state.publish(self.devices, health)
 
+    def cdi_devices(self) -> list[Device]:
+        """The devices whose edits go into the CDI spec (refused ones are left out)."""
+        return [d for d in self.devices if d.id not in self.invalid]
+
     @property
     def snapshot(self) -> Snapshot:
         return self.state.snapshot

@@ -33,14 +33,13 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry
 
 from . import __version__
-from ._aio import Signal, cancel_and_wait, in_thread
+from ._aio import Signal, Supervisor, in_thread
 from ._api import Plugin, PluginContext, PluginSpec, Rejection
 from ._cdi import CdiWriter
 from ._endpoint import Endpoint, EndpointConfig, KubeletWatch
-from ._errors import DevicePluginError
 from ._health import HealthScheduler
 from ._hostfs import HostFS
-from ._http import HttpServer
+from ._http import HttpServer, serve_http
 from ._metrics import Metrics, PluginCollectors, ResourceView, SnapshotCollector
 from ._podresources import PodResourcesPoller
 from ._reload import ConfigSource, LoadedConfig, load_config
@@ -134,13 +133,15 @@ class PluginRuntime(Generic[C]):
         self.discovered = self.scanning.done
         self._retired: list[Plugin] = []  # replaced builds, closed after the next good scan
         self._watch: KubeletWatch | None = None
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._endpoint_tasks: dict[str, asyncio.Task[Any]] = {}
-        self._failed: BaseException | None = None
-        self._stopped = asyncio.Event()
+        self._tasks = Supervisor()
+        self._stopped = self._tasks.stopped
         self._started = False
         self.registry.register(SnapshotCollector(self._views))
         self.registry.register(PluginCollectors(self._collectors, self._views))
+
+    @property
+    def _failed(self) -> BaseException | None:
+        return self._tasks.failed
 
     @property
     def loaded(self) -> LoadedConfig[C] | None:
@@ -214,7 +215,7 @@ class PluginRuntime(Generic[C]):
 
     async def stop(self) -> None:
         """Stop every task and endpoint (removing our sockets); idempotent."""
-        if self._stopped.is_set() and not self._tasks and not self._endpoint_tasks:
+        if self._stopped.is_set() and not self._tasks.tasks:
             return
         self._stopped.set()
         if self.options.handle_signals:
@@ -222,11 +223,8 @@ class PluginRuntime(Generic[C]):
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
-        await cancel_and_wait(*self._endpoint_tasks.values())
-        self._endpoint_tasks.clear()
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        await cancel_and_wait(*tasks)
+        await self._tasks.cancel(*(f"endpoint:{n}" for n in self.endpoints))  # sockets first
+        await self._tasks.cancel()
         await self.health.stop()
         if self._watch is not None:
             await self._watch.stop()
@@ -269,24 +267,8 @@ class PluginRuntime(Generic[C]):
             self.http.reload_tls()
         self._spawn("reload-sighup", self.reload("sighup"), supervised=False)
 
-    def _spawn(self, name: str, coro: Any, *, supervised: bool = True) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks[name] = task
-
-        def done(t: asyncio.Task[Any]) -> None:
-            if self._tasks.get(name) is t:
-                del self._tasks[name]
-            if not t.cancelled() and t.exception() is not None and supervised:
-                self._fail(name, t.exception())  # type: ignore[arg-type]
-
-        task.add_done_callback(done)
-        return task
-
-    def _fail(self, name: str, error: BaseException) -> None:
-        if self._failed is None:
-            log.error("%s failed: %s", name, error, exc_info=error)
-            self._failed = error
-        self._stopped.set()
+    def _spawn(self, name: str, coro: Any, *, supervised: bool = True) -> None:
+        self._tasks.spawn(name, coro, supervised=supervised)
 
     def _close(self, plugins: Iterable[Plugin]) -> None:
         for plugin in plugins:
@@ -323,37 +305,17 @@ class PluginRuntime(Generic[C]):
         return plugin.collectors if plugin is not None else ()
 
     async def _start_http(self) -> None:
-        address = self.options.metrics_address
-        if address is None:
-            port = self.spec.default_metrics_port
-            address = f":{port}" if port else ""
-        if not address:
-            return
-        try:
-            self.http = HttpServer(
-                address,
-                self.registry,
-                self.ready,
-                self.live,
-                certfile=self.options.metrics_tls_cert,
-                keyfile=self.options.metrics_tls_key,
-            )
-            await self.http.start()
-        except ValueError as err:
-            raise DevicePluginError(f"metrics endpoint: {err}") from None
-        except OSError as err:
-            raise DevicePluginError(
-                f"cannot serve metrics on {address!r}: {err.strerror or err}"
-            ) from None
-        if self.http.ssl is not None:
-            self._spawn("tls-watch", self._tls_watch_loop())
-
-    async def _tls_watch_loop(self) -> None:
-        """Pick up rotated certificates (cert-manager, kubelet-style rotation) within a minute."""
-        while True:
-            await asyncio.sleep(60)
-            if self.http is not None:
-                self.http.reload_tls(only_if_changed=True)
+        self.http = await serve_http(
+            self.options.metrics_address,
+            self.spec.default_metrics_port,
+            self.registry,
+            self.ready,
+            self.live,
+            certfile=self.options.metrics_tls_cert,
+            keyfile=self.options.metrics_tls_key,
+        )
+        if self.http is not None and self.http.ssl is not None:
+            self._spawn("tls-watch", self.http.watch_tls())
 
     # -- scans: the tree diff ------------------------------------------------------------------
     async def discover_once(self) -> bool:
@@ -420,37 +382,20 @@ class PluginRuntime(Generic[C]):
         assert self._watch is not None
         endpoint = Endpoint(self.resources[name], self.endpoint_config, self._watch)
         self.endpoints[name] = endpoint
-        task = asyncio.get_running_loop().create_task(endpoint.run(), name=f"endpoint:{name}")
-        self._endpoint_tasks[name] = task
-
-        def done(t: asyncio.Task[Any]) -> None:
-            if not t.cancelled() and t.exception() is not None:
-                self._fail(f"endpoint:{name}", t.exception())  # type: ignore[arg-type]
-
-        task.add_done_callback(done)
+        self._spawn(f"endpoint:{name}", endpoint.run())
 
     async def _remove(self, name: str) -> None:
-        await cancel_and_wait(self._endpoint_tasks.pop(name, None))
+        await self._tasks.cancel(f"endpoint:{name}")
         self.endpoints.pop(name, None)
         await self.health.remove(name)
         self.resources.pop(name, None)
         self.metrics.forget_resource(name)
 
     async def _write_cdi(self, names: Iterable[str]) -> None:
-        cdi = self.cdi
-        assert cdi is not None
-        jobs = []
-        for name in names:
-            rt = self.resources[name]
-            if rt.cdi is not None:
-                jobs.append((rt.cdi, [d for d in rt.devices if d.id not in rt.invalid]))
-
-        def write_all() -> None:
-            for kind, devices in jobs:
-                cdi.write(kind, devices)
-
+        assert self.cdi is not None
+        jobs = [(rt.cdi, rt.cdi_devices()) for n in names if (rt := self.resources[n]).cdi]
         try:
-            await in_thread(self._bg_pool, 30, write_all)
+            await in_thread(self._bg_pool, 30, self.cdi.write_all, jobs)
         except (OSError, TimeoutError) as err:
             log.error("cannot write CDI specs to %s: %s", self.options.cdi_dir, err)
 

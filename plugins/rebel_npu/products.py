@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FAMILIES", "REBELLIONS_VENDOR", "Product", "product_of"]
+__all__ = ["FAMILIES", "REBELLIONS_VENDOR", "Product", "passthrough_name", "product_of"]
 
 REBELLIONS_VENDOR = "1eff"
 #: Family name -> resource name in the zero-config default (prefix ``rebellions.ai``).
@@ -34,6 +34,8 @@ _KNOWN = {
     "2030": "RBLN-CR03",
     "2031": "RBLN-CR03",
 }
+#: The Rebellions NPU operator's names for NPUs bound to ``vfio-pci`` (its sandbox plugin).
+_PASSTHROUGH = {"RBLN-CA12": "ATOM_PT", "RBLN-CA25": "ATOM_MAX_PT", "RBLN-CR03": "REBEL_PT"}
 _PATTERN = re.compile(r"^(?P<gen>[12])(?P<num>[0-9]{2})[01]$")
 
 
@@ -61,3 +63,20 @@ def product_of(device_id: str) -> Product | None:
         return None
     family, prefix = ("ATOM", "CA") if m["gen"] == "1" else ("REBEL", "CR")
     return Product(f"RBLN-{prefix}{m['num']}", family, vf, False)
+
+
+def passthrough_name(product: Product, device_id: str) -> str:
+    """The zero-config resource name (without prefix) of a product bound to ``vfio-pci``.
+
+    The operator's names where it has one (``ATOM_PT`` for CA12, ``ATOM_MAX_PT`` for CA25,
+    ``REBEL_PT`` for CR03), else ``<FAMILY>_<card>_PT`` as the operator README spells the
+    others (``ATOM_CA22_PT``); the early ATOM IDs, which name no card, use the PF device ID
+    (``ATOM_0010_PT``). A PF and its VFs share one name.
+    """
+    known = _PASSTHROUGH.get(product.card)
+    if known is not None:
+        return known
+    model = product.card.removeprefix("RBLN-")
+    if model == product.family:
+        model = device_id.lower()[:3] + "0"
+    return f"{product.family}_{model}_PT"
