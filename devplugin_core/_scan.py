@@ -96,6 +96,11 @@ class Scanning:
 
     # -- one scan ------------------------------------------------------------------------------
     def _scan_blocking(self, plugin: Plugin) -> ScanResult:
+        # The fingerprint baseline is taken in this thread right *before* the scan: the scan
+        # then sees at least what the baseline saw, and any change after the baseline makes a
+        # later poll differ (taken after the scan, a change landing between the two would be
+        # in the baseline but not in the devices, and go unnoticed until a full rescan).
+        fingerprint = self._take_blocking(plugin)
         scan = Scan(self.host, plugin.resources)
         try:
             plugin.scanner.scan(scan)
@@ -111,9 +116,7 @@ class Scanning:
                 shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
                 noun = "device" if len(ids) == 1 else f"{len(ids)} devices"
                 problems.add(f"{name}: {noun} {shown} advertised Unhealthy: {problem}")
-        # The fingerprint baseline is taken in the same thread right after the scan, so a
-        # change after this pass is noticed at the next poll.
-        return ScanResult(plugin, tree, scan.rejections, problems, self._take_blocking(plugin))
+        return ScanResult(plugin, tree, scan.rejections, problems, fingerprint)
 
     def _take_blocking(self, plugin: Plugin) -> Hashable:
         if not _has_fingerprint(plugin):

@@ -1,12 +1,14 @@
 """rebel-npu: Rebellions ATOM / REBEL NPUs (``/dev/rblnN``) for Kubernetes.
 
-Runs with no config (``rebellions.ai/ATOM`` and ``rebellions.ai/REBEL``, each while the node
-has such cards) or with upstream's ``resourceList`` file plus our keys; see ``README.md`` in
-this directory. Module map:
+Runs with no config (``rebellions.ai/ATOM`` and ``rebellions.ai/REBEL`` for NPUs bound to
+``rebellions``, ``rebellions.ai/ATOM_PT``, ``ATOM_CA22_PT``, ``REBEL_PT``... per product for NPUs
+bound to ``vfio-pci``, each while the node has such cards) or with upstream's ``resourceList``
+file plus our keys; see ``README.md`` in this directory. Module map:
 
 * :mod:`.config` — the config model; :mod:`.products` — PCI IDs to products and families;
 * :mod:`.discovery` — the scanner (PCI scan, pools, ``pools`` files, tool mounts) and the
   per-device payload :class:`~.discovery.NpuInfo`;
+* :mod:`.passthrough` — NPUs bound to ``vfio-pci`` (VFIO nodes, IOMMU group viability);
 * :mod:`.allocate` — Allocate contents and preferred allocation;
 * :mod:`.rsd` — per-allocation RSD groups; :mod:`.smi` — running and parsing ``rbln-smi``;
 * :mod:`.health` — health checks; :mod:`.metrics` — ``devplugin_npu_*``;
@@ -23,10 +25,11 @@ from devplugin_core import DevicePluginError, Plugin, PluginContext, PluginSpec,
 from devplugin_core.toolkit import hex_id_warnings
 
 from .allocate import NpuAllocator
-from .config import RebelNpuConfig
-from .discovery import NpuPool, NpuScanner, Tool, ToolMounts, default_pools
+from .config import PoolConfig, RebelNpuConfig
+from .discovery import NpuPool, NpuScanner, Tool, ToolMounts, default_pools, passthrough_pool
 from .health import NpuHealth
 from .metrics import NpuCollector
+from .passthrough import VFIO_DRIVER
 from .rsd import RsdGroups
 from .smi import RblnSmi, SmiMonitor
 
@@ -57,26 +60,35 @@ def build(config: RebelNpuConfig, ctx: PluginContext) -> Plugin:
     health = NpuHealth(host, config.health, monitor)
     _warn_about_ids(config)
     zero_config = not config.resource_list
-    pools = [
-        NpuPool(
-            pool,
+
+    def pool(entry: PoolConfig) -> NpuPool:
+        passthrough_only = all(s.drivers == (VFIO_DRIVER,) for s in entry.selectors)
+        return NpuPool(
+            entry,
             Resource(
-                pool.full_name(),
-                NpuAllocator(pool, rsd),
+                entry.full_name(),
+                NpuAllocator(entry, rsd, passthrough_only=passthrough_only),
                 health,
-                mount_allowlist=tools.allowlist,
+                mount_allowlist=() if passthrough_only else tools.allowlist,
                 allocate_timeout=config.rsd_timeout + 2.0,
             ),
         )
-        for pool in config.resource_list or default_pools()
-    ]
+
+    pools = [pool(entry) for entry in config.resource_list or default_pools()]
+    scanner = NpuScanner(
+        pools,
+        tools,
+        rsd,
+        passthrough=(lambda name: pool(passthrough_pool(name))) if zero_config else None,
+    )
     return Plugin(
-        NpuScanner(pools, tools, rsd, zero_config=zero_config),
+        scanner,
         resources=() if zero_config else tuple(p.resource for p in pools),
         collectors=(NpuCollector(monitor, rsd),),
         description={
             "resources": (
-                "one per family present (ATOM, REBEL)"
+                "one per family present (ATOM, REBEL) bound to rebellions, one per product "
+                "present bound to vfio-pci (ATOM_PT, ATOM_CA22_PT, REBEL_PT...)"
                 if zero_config
                 else ", ".join(p.resource.name for p in pools)
             ),
@@ -126,7 +138,10 @@ def _demo(host: Any) -> dict[str, Any]:
 
 SPEC: PluginSpec[RebelNpuConfig] = PluginSpec(
     name="rebel-npu",
-    summary="Rebellions ATOM/REBEL NPUs with rbln-stat/rbln-smi mounts and RSD groups",
+    summary=(
+        "Rebellions ATOM/REBEL NPUs with rbln-stat/rbln-smi mounts and RSD groups, "
+        "and vfio-pci passthrough for VMs"
+    ),
     config_model=RebelNpuConfig,
     build=build,
     config_optional=True,

@@ -4,7 +4,11 @@ Allocate: devices sorted by PCI address; per device ``/dev/rblnN`` (rw); the hos
 read-only (once); env as upstream — ``PCIDEVICE_<PREFIX>_<NAME>`` (addresses), its ``_INFO``
 JSON (``{"<bdf>": {"rebellions": {"mount": "/dev/rblnN"}}}``), ``PCI_RESOURCE_<PREFIX>_<NAME>``
 — plus ``RBLN_DEVICES`` (the host NPU indices, same order); and, unless RSD groups are off, the
-allocation's own group device as ``/dev/rsd0``.
+allocation's own group device as ``/dev/rsd0``. A passed-through NPU (bound to ``vfio-pci``, for a
+VM) gets ``/dev/vfio/vfio`` and its IOMMU group's node instead, the same ``PCIDEVICE_*`` and
+``PCI_RESOURCE_*`` (what KubeVirt reads) with a ``vfio`` ``_INFO`` entry (``{"mount":
+"/dev/vfio/vfio", "dev-mount": "/dev/vfio/<group>"}``), and no tools, ``RBLN_DEVICES`` nor RSD
+group.
 
 Preferred allocation, one rule for every product: devices are grouped by NUMA node, then by
 each PCI bridge on their path from the root port down, then by physical function (VFs of one
@@ -30,6 +34,7 @@ from devplugin_core.toolkit import KeyFn, additional_info, pcidevice_env, prefer
 
 from .config import PoolConfig
 from .discovery import DRIVER, NpuInfo
+from .passthrough import vfio_info
 from .rsd import RsdGroups
 
 __all__ = ["NpuAllocator", "levels_for", "preferred"]
@@ -38,17 +43,24 @@ __all__ = ["NpuAllocator", "levels_for", "preferred"]
 class NpuAllocator(Allocator):
     """Allocator of one pool; the RSD policy is shared by all pools."""
 
-    def __init__(self, pool: PoolConfig, rsd: RsdGroups) -> None:
+    def __init__(self, pool: PoolConfig, rsd: RsdGroups, *, passthrough_only: bool = False) -> None:
         self.pool = pool
         self.rsd = rsd
+        self.passthrough_only = passthrough_only
 
     @property
     def reusable(self) -> bool:
-        """Without RSD groups an answer depends only on the devices (nothing is created)."""
-        return self.rsd.peek() == "off"
+        """Without RSD groups an answer depends only on the devices (nothing is created);
+        a pool of passed-through NPUs never creates one."""
+        return self.passthrough_only or self.rsd.peek() == "off"
 
     def _info(self, device: Device) -> dict[str, dict[str, str]]:
-        info = {DRIVER: {"mount": f"/dev/{device.payload_as(NpuInfo).npu}"}}
+        npu = device.payload_as(NpuInfo)
+        info: dict[str, dict[str, str]]
+        if npu.passthrough:
+            info = {"vfio": vfio_info(npu.iommu_group)}
+        else:
+            info = {DRIVER: {"mount": f"/dev/{npu.npu}"}}
         extra = additional_info(self.pool.additional_info, device.id)
         if extra:
             info["extra"] = extra
@@ -67,13 +79,16 @@ class NpuAllocator(Allocator):
             {d.id: self._info(d) for d in devices},
             extra_kinds=("PCI_RESOURCE",),
         )
+        edits = ContainerEdits().merge(*(d.edits for d in devices))
+        npus = [n for n in npus if not n.passthrough]  # a VM uses no tools nor RSD group
+        if not npus:
+            return edits.merge(ContainerEdits(env=env))
         env["RBLN_DEVICES"] = ",".join(n.index for n in npus)
         tools: dict[str, Mount] = {}
         for npu in npus:
             for mount in npu.tools:
                 tools.setdefault(mount.container_path, mount)
-        edits = ContainerEdits().merge(*(d.edits for d in devices))
-        group = self.rsd.node_for(ids)
+        group = self.rsd.node_for([n.address for n in npus])
         return edits.merge(
             ContainerEdits(
                 device_nodes=(group,) if group is not None else (),

@@ -1,8 +1,12 @@
 """Finding NPUs: one PCI scan -> pools (upstream selectors) -> one Device per PCI function.
 
-A device's ID is its PCI address; its char device comes from the ``rebellions`` driver's
-``pools`` file (second line, first word, e.g. ``rbln0``). A PF with SR-IOV enabled is left out
-(its VFs are advertised instead). Each device carries an :class:`NpuInfo` payload with what
+A device's ID is its PCI address. A function bound to ``rebellions`` is a container device: its
+char device comes from the driver's ``pools`` file (second line, first word, e.g. ``rbln0``). A
+function bound to ``vfio-pci`` is a passthrough device for VMs (:mod:`.passthrough`): its
+IOMMU group's node. Zero-config serves the first kind per family (``ATOM``, ``REBEL``) and the
+second per product (``ATOM_PT``, ``ATOM_CA22_PT``...); a configured pool serves vfio-pci
+functions when its selector lists ``vfio-pci`` in ``drivers``. A PF with SR-IOV enabled is left
+out (its VFs are advertised instead). Each device carries an :class:`NpuInfo` payload with what
 Allocate, preferred allocation, health and metrics need; ``attributes`` are for
 ``devplugin discover`` only.
 """
@@ -11,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
 
 from devplugin_core import (
     ContainerEdits,
@@ -40,7 +44,8 @@ from devplugin_core.toolkit import (
 )
 
 from .config import DEFAULT_PREFIX, PoolConfig, Selectors
-from .products import FAMILIES, REBELLIONS_VENDOR, product_of
+from .passthrough import VFIO_DRIVER, group_nodes
+from .products import FAMILIES, REBELLIONS_VENDOR, passthrough_name, product_of
 from .rsd import RsdGroups
 
 __all__ = [
@@ -51,12 +56,14 @@ __all__ = [
     "ToolMounts",
     "default_pools",
     "parse_pools",
+    "passthrough_pool",
 ]
 
 log = logging.getLogger("devplugin.rebel_npu.discovery")
 
 DRIVER = "rebellions"
 DRIVER_DIR = f"{SYS_PCI_DRIVERS}/{DRIVER}"
+VFIO_DIR = f"{SYS_PCI_DRIVERS}/{VFIO_DRIVER}"
 _RBLN = re.compile(r"^rbln\d{1,6}$")
 _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _MAX_POOLS_BYTES = 64 * 1024
@@ -66,10 +73,12 @@ _MAX_POOLS_BYTES = 64 * 1024
 class NpuInfo:
     """What the scan learnt about one NPU function (the payload of its Device).
 
-    ``npu``: the char device name (``rbln0``); ``card``: ``RBLN-CA22`` (``vendor:device`` if
-    unknown); ``family``: ``ATOM``/``REBEL`` (``""`` if unknown); ``bridges``: PCI-to-PCI
-    bridges above it, root port first; ``pf``: the PF of a VF (``""`` for a PF); ``tools``:
-    the host tools mounted into allocations, as found by this scan.
+    ``npu``: the char device name (``rbln0``; ``""`` when passed through); ``card``:
+    ``RBLN-CA22`` (``vendor:device`` if unknown); ``family``: ``ATOM``/``REBEL`` (``""`` if
+    unknown); ``bridges``: PCI-to-PCI bridges above it, root port first; ``pf``: the PF of a VF
+    (``""`` for a PF); ``tools``: the host tools mounted into allocations, as found by this
+    scan; ``driver``: ``rebellions`` or ``vfio-pci``; ``iommu_group``/``noiommu``: the IOMMU
+    group of a passed-through function.
     """
 
     address: str
@@ -80,11 +89,19 @@ class NpuInfo:
     pf: str = ""
     driver_version: str = ""
     tools: tuple[Mount, ...] = ()
+    driver: str = DRIVER
+    iommu_group: str = ""
+    noiommu: bool = False
 
     @property
     def index(self) -> str:
         """The ``N`` of ``/dev/rblnN`` (what ``RBLN_DEVICES`` lists)."""
         return self.npu.removeprefix("rbln")
+
+    @property
+    def passthrough(self) -> bool:
+        """Bound to ``vfio-pci``: for a VM, not a container."""
+        return self.driver == VFIO_DRIVER
 
 
 def parse_pools(text: str) -> str:
@@ -107,6 +124,29 @@ def default_pools() -> tuple[PoolConfig, ...]:
         PoolConfig(resource_name=f, resource_prefix=DEFAULT_PREFIX, selectors=selectors)
         for f in FAMILIES
     )
+
+
+def passthrough_pool(name: str) -> PoolConfig:
+    """The zero-config pool of one product bound to ``vfio-pci`` (``ATOM_CA22_PT``...)."""
+    selectors = (Selectors(vendors=(REBELLIONS_VENDOR,), drivers=(VFIO_DRIVER,)),)
+    return PoolConfig(resource_name=name, resource_prefix=DEFAULT_PREFIX, selectors=selectors)
+
+
+def _known_product(c: Candidate) -> bool:
+    return product_of(c.device) is not None
+
+
+#: zero-config: which functions go to a per-product passthrough resource
+_PASSTHROUGH_SELECTOR = Pool(
+    f"{DEFAULT_PREFIX}/<product>_PT",
+    (
+        Selector.of(
+            match_values("vendors", "vendor", (REBELLIONS_VENDOR,)),
+            match_values("drivers", "driver", (VFIO_DRIVER,)),
+            Filter("product", _known_product, lambda c: f"{c.device!r} is not an NPU device ID"),
+        ),
+    ),
+)
 
 
 def _family_filter(family: str) -> Filter:
@@ -214,18 +254,39 @@ class NpuScanner(Scanner):
 
     Keeps advertising a device whose driver unbound (so the health check reports it Unhealthy
     instead of it silently vanishing) while its PCI function exists and is not bound to
-    another driver; that memo is private to the scan thread.
+    another driver. ``passthrough`` (zero-config) makes the pool of a product's passthrough
+    resource when its first vfio-pci function appears. Both memos are private to the scan
+    thread.
     """
 
     def __init__(
-        self, pools: Sequence[NpuPool], tools: ToolMounts, rsd: RsdGroups, *, zero_config: bool
+        self,
+        pools: Sequence[NpuPool],
+        tools: ToolMounts,
+        rsd: RsdGroups,
+        *,
+        passthrough: Callable[[str], NpuPool] | None = None,
     ) -> None:
         self.pools = tuple(pools)
         self.tools = tools
         self.rsd = rsd
+        self.passthrough = passthrough
+        zero_config = passthrough is not None
         self._selectors = [_selector_pool(p.config, zero_config) for p in self.pools]
+        if zero_config:
+            self._selectors.append(_PASSTHROUGH_SELECTOR)
         self._log = _Once()
         self._advertised: dict[str, tuple[Resource, Device]] = {}  # scan thread only
+        self._products: dict[str, NpuPool] = {}  # scan thread only
+
+    def _product_pool(self, dev: PciDevice) -> NpuPool:
+        product = product_of(dev.device)
+        assert product is not None and self.passthrough is not None  # _known_product
+        name = passthrough_name(product, dev.device)
+        pool = self._products.get(name)
+        if pool is None:
+            pool = self._products[name] = self.passthrough(name)
+        return pool
 
     def scan(self, scan: Scan) -> None:
         host = scan.host
@@ -240,23 +301,35 @@ class NpuScanner(Scanner):
                     f"SR-IOV enabled ({dev.sriov_numvfs} VFs): its VFs are advertised instead",
                 )
                 continue
+            if (
+                self.passthrough is not None
+                and dev.vendor == REBELLIONS_VENDOR
+                and dev.driver not in (DRIVER, VFIO_DRIVER)
+                and product_of(dev.device) is not None
+            ):
+                if dev.driver is not None or dev.address not in self._advertised:
+                    scan.reject(dev.address, _wrong_driver(dev.driver))
+                continue  # an advertised one that unbound is kept below
             candidates.append(Candidate.from_pci(dev, pci))
         assignment = assign(candidates, self._selectors)
         for address, reasons in assignment.rejections.items():
             scan.reject(address, "; ".join(reasons))
         found: dict[str, tuple[Resource, Device]] = {}
         classes: dict[str, int | None] = {}
-        for pool in self.pools:
-            for candidate, _ in assignment.members[pool.config.full_name()]:
+        targets: list[NpuPool | None] = [*self.pools, None]  # None: per product
+        for selector_pool, target in zip(self._selectors, targets, strict=False):
+            for candidate, index in assignment.members[selector_pool.name]:
                 dev = pci.devices[candidate.address]
-                device = self._device(scan, dev, pool, tools, classes)
+                pool = target or self._product_pool(dev)
+                device = self._device(scan, dev, pool, index, tools, classes)
                 if device is not None:
                     found[dev.address] = (pool.resource, device)
         for address, kept in self._advertised.items():
             unbound = pci.get(address)
             if address not in found and unbound is not None and unbound.driver is None:
                 found[address] = kept
-        for pool in self.pools:
+        served = [*self.pools, *(self._products[n] for n in sorted(self._products))]
+        for pool in served:
             devices = [d for r, d in found.values() if r is pool.resource]
             if devices:
                 scan.add(pool.resource, *devices)
@@ -268,28 +341,20 @@ class NpuScanner(Scanner):
         scan: Scan,
         dev: PciDevice,
         pool: NpuPool,
+        selector: int,
         tools: tuple[Mount, ...],
         classes: dict[str, int | None],
     ) -> Device | None:
-        if dev.driver != DRIVER:
+        if dev.driver == VFIO_DRIVER and VFIO_DRIVER not in pool.config.selectors[selector].drivers:
             scan.reject(
                 dev.address,
-                f"bound to {dev.driver or 'no driver'}; rebel-npu serves "
-                f"functions bound to {DRIVER}",
+                f"bound to {VFIO_DRIVER}, but the selector does not list it in drivers "
+                f"(add {VFIO_DRIVER!r} to pass the NPU through to virtual machines)",
                 pool.resource,
             )
             return None
-        pools_file = f"{DRIVER_DIR}/{dev.address}/pools"
-        try:
-            raw = scan.host.read_bytes(pools_file)
-            if raw is None:
-                raise ValueError("missing")
-            name = parse_pools(raw[:_MAX_POOLS_BYTES].decode("utf-8", "replace"))
-        except (ValueError, HostReadError) as err:
-            self._log.warning(
-                f"skipping {dev.address}: cannot read its char device from {pools_file}: {err}"
-            )
-            scan.reject(dev.address, f"unusable {pools_file}: {err}", pool.resource)
+        if dev.driver not in (DRIVER, VFIO_DRIVER):
+            scan.reject(dev.address, _wrong_driver(dev.driver), pool.resource)
             return None
         product = product_of(dev.device)
         card = product.card if product else f"{dev.vendor}:{dev.device}"
@@ -300,25 +365,29 @@ class NpuScanner(Scanner):
             )
         info = NpuInfo(
             address=dev.address,
-            npu=name,
+            npu="",
             card=card,
             family=product.family if product else "",
             bridges=bridges_of(scan.host, dev, classes),
             pf=dev.physfn or "",
-            driver_version=_driver_version(scan.host, name),
-            tools=tools,
+            driver=dev.driver,
         )
         numa = () if pool.config.exclude_topology or dev.numa_node is None else (dev.numa_node,)
         attributes = {
             "card": info.card,
             "family": info.family,
             "function": "vf" if dev.is_vf else "pf",
-            "npu": name,
             "numa": str(dev.numa_node) if dev.numa_node is not None else "",
             "pciBridges": ",".join(info.bridges),
             "pf": info.pf,
-            "driverVersion": info.driver_version,
         }
+        if dev.driver == VFIO_DRIVER:
+            return self._vfio_device(scan, dev, pool, info, numa, attributes)
+        name = self._char_device(scan, dev, pool)
+        if name is None:
+            return None
+        info = replace(info, npu=name, driver_version=_driver_version(scan.host, name), tools=tools)
+        attributes.update(npu=name, driverVersion=info.driver_version)
         return Device(
             id=dev.address,
             numa_nodes=numa,
@@ -328,12 +397,64 @@ class NpuScanner(Scanner):
             cdi_name=name,
         )
 
+    def _char_device(self, scan: Scan, dev: PciDevice, pool: NpuPool) -> str | None:
+        pools_file = f"{DRIVER_DIR}/{dev.address}/pools"
+        try:
+            raw = scan.host.read_bytes(pools_file)
+            if raw is None:
+                raise ValueError("missing")
+            return parse_pools(raw[:_MAX_POOLS_BYTES].decode("utf-8", "replace"))
+        except (ValueError, HostReadError) as err:
+            self._log.warning(
+                f"skipping {dev.address}: cannot read its char device from {pools_file}: {err}"
+            )
+            scan.reject(dev.address, f"unusable {pools_file}: {err}", pool.resource)
+            return None
+
+    def _vfio_device(
+        self,
+        scan: Scan,
+        dev: PciDevice,
+        pool: NpuPool,
+        info: NpuInfo,
+        numa: tuple[int, ...],
+        attributes: dict[str, str],
+    ) -> Device | None:
+        group = dev.iommu_group
+        if group is None:
+            scan.reject(dev.address, f"bound to {VFIO_DRIVER} but in no IOMMU group", pool.resource)
+            return None
+        info = replace(info, iommu_group=group, noiommu=dev.iommu_noiommu)
+        attributes.update(
+            driver=VFIO_DRIVER, iommuGroup=f"noiommu-{group}" if dev.iommu_noiommu else group
+        )
+        return Device(
+            id=dev.address,
+            numa_nodes=numa,
+            edits=ContainerEdits(device_nodes=group_nodes(group, dev.iommu_noiommu)),
+            payload=info,
+            attributes={k: v for k, v in attributes.items() if v},
+        )
+
     def fingerprint(self, host: HostFS) -> Hashable:
-        """Changes when the functions bound to ``rebellions`` change, when a PF's VF count
-        changes, or when a tool appears or disappears."""
-        bound = sorted(a for a in host.listdir(DRIVER_DIR) if _PCI.match(a))
-        numvfs = tuple((a, host.read_attr(f"/sys/bus/pci/devices/{a}/sriov_numvfs")) for a in bound)
+        """Changes when the functions bound to ``rebellions`` or ``vfio-pci`` change, when a
+        PF's VF count changes, or when a tool appears or disappears."""
+        bound = [
+            tuple(sorted(a for a in host.listdir(d) if _PCI.match(a)))
+            for d in (DRIVER_DIR, VFIO_DIR)
+        ]
+        numvfs = tuple(
+            (a, host.read_attr(f"/sys/bus/pci/devices/{a}/sriov_numvfs"))
+            for a in (*bound[0], *bound[1])
+        )
         return tuple(bound), numvfs, self.tools.presence(host)
+
+
+def _wrong_driver(driver: str | None) -> str:
+    return (
+        f"bound to {driver or 'no driver'}; rebel-npu serves NPUs bound to {DRIVER} "
+        f"(containers) or {VFIO_DRIVER} (virtual machines)"
+    )
 
 
 def _driver_version(host: HostFS, name: str) -> str:

@@ -4,8 +4,11 @@ A device is bad when (sysfs, every check):
 
 * its PCI function is gone (``/sys/bus/pci/devices/<bdf>`` missing; this also asks the
   framework for a rescan at once, which drops the device);
-* it is not bound to the ``rebellions`` driver any more;
+* it is not bound to the driver it was found with (``rebellions``, or ``vfio-pci`` for a
+  passed-through NPU) any more;
 * its char device ``/dev/rblnN`` is missing;
+* passed through: its IOMMU group changed (also a rescan), ``/dev/vfio/vfio`` or the group's
+  node is missing, or the group is not viable for VFIO (:mod:`.passthrough`);
 
 and, with ``health.useRblnSmi`` when ``rbln-smi -j`` works and its last report is fresh (polled
 in the background every ``rblnSmiInterval``, never on the Allocate path):
@@ -24,7 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from devplugin_core import Device, HealthChecker, HostFS, HostReadError, Observation
 
 from .config import HealthConfig
-from .discovery import DRIVER, NpuInfo
+from .discovery import NpuInfo
+from .passthrough import Blockers, passthrough_problem
 from .smi import SmiDevice, SmiMonitor
 
 __all__ = ["NpuHealth"]
@@ -47,24 +51,28 @@ class NpuHealth(HealthChecker):
     def check(self, devices: Sequence[Device]) -> Mapping[str, Observation]:
         report = self.monitor.fresh() if self.config.use_rbln_smi else None
         out: dict[str, Observation] = {}
+        groups: Blockers = {}
         for device in devices:
-            observation = self._sysfs(device)
-            if observation is None and report is not None:
+            npu = device.payload_as(NpuInfo)
+            observation = self._sysfs(device.id, npu, groups)
+            if observation is None and report is not None and not npu.passthrough:
                 observation = self._smi(report.by_bus.get(device.id))
             out[device.health_key] = observation or Observation.ok()
         return out
 
-    def _sysfs(self, device: Device) -> Observation | None:
-        base = f"/sys/bus/pci/devices/{device.id}"
+    def _sysfs(self, address: str, npu: NpuInfo, groups: Blockers) -> Observation | None:
+        base = f"/sys/bus/pci/devices/{address}"
         try:
             if not self.host.exists(base):
-                return Observation.gone(f"PCI function {device.id} vanished")
+                return Observation.gone(f"PCI function {address} vanished")
             driver = self.host.link_name(f"{base}/driver")
         except HostReadError as err:
             return Observation.bad(str(err))
-        if driver != DRIVER:
+        if driver != npu.driver:
             return Observation.bad(f"driver unbound (now {driver or 'none'})")
-        name = device.payload_as(NpuInfo).npu
+        if npu.passthrough:
+            return passthrough_problem(self.host, address, npu.iommu_group, npu.noiommu, groups)
+        name = npu.npu
         if not self.host.exists(f"/dev/{name}"):
             return Observation.bad(f"/dev/{name} is missing")
         return None

@@ -61,7 +61,12 @@ class NpuCollector:
                     continue
                 labels = [resource, device.id, npu.npu, npu.card]
                 healthy.add_metric(labels, 1 if snapshot.healthy(device.id) else 0)
-                smi = report.by_bus.get(device.id) if report is not None else None
+                # rbln-smi only sees NPUs bound to rebellions, not passed-through ones
+                smi = (
+                    report.by_bus.get(device.id)
+                    if report is not None and not npu.passthrough
+                    else None
+                )
                 identity = [smi.uuid, smi.firmware] if smi else ["", ""]
                 info.add_metric([*labels, *identity, npu.driver_version], 1)
                 if smi is None:

@@ -5,6 +5,8 @@
 * :func:`add_ca25_card` — one CA25 card: four NPUs behind the card's own switch, itself in a
   slot of a host PCIe switch (upstream's "bridge index 2");
 * :func:`add_sriov_npu` — an NPU PF with SR-IOV VFs, each with its ``pools`` file and node;
+* :func:`add_vfio_npu` — an NPU bound to ``vfio-pci`` in an IOMMU group (for VMs);
+  :func:`to_vfio` / :func:`to_rebellions` rebind one the way the kernel does it;
 * :func:`add_tools` — ``rbln-stat`` on the fake host;
 * :func:`install_fake_smi` — the fake ``rbln-smi`` (:mod:`.fakesmi`) at ``/usr/bin/rbln-smi``
   with its state file next to it; :class:`FakeSmi` reads and changes that state;
@@ -34,8 +36,11 @@ __all__ = [
     "add_sriov_npu",
     "add_switch",
     "add_tools",
+    "add_vfio_npu",
     "demo_host",
     "install_fake_smi",
+    "to_rebellions",
+    "to_vfio",
 ]
 
 _RBLN = re.compile(r"^rbln(\d+)$")
@@ -160,6 +165,53 @@ def add_sriov_npu(
     return [pf, *vfs]
 
 
+def add_vfio_npu(
+    host: FakeHost,
+    address: str,
+    *,
+    group: int,
+    device: str = "1220",
+    numa: int | None = None,
+    parents: Sequence[str] = (),
+    noiommu: bool = False,
+) -> str:
+    """An NPU function bound to ``vfio-pci`` in IOMMU ``group`` (``/dev/vfio/<group>``, or
+    ``/dev/vfio/noiommu-<group>`` with ``noiommu``): no ``pools`` file, no ``/dev/rblnN``."""
+    host.add_pci(
+        address,
+        vendor="1eff",
+        device=device,
+        class_code=0x120000,
+        driver="vfio-pci",
+        numa_node=numa,
+        parents=parents,
+    )
+    host.set_iommu_group(address, group, noiommu=noiommu)
+    return address
+
+
+def to_vfio(host: FakeHost, address: str, group: int | None = None) -> None:
+    """Rebind an NPU from ``rebellions`` to ``vfio-pci`` (what an operator switching a node to
+    VM mode does): the rebellions driver takes its ``/dev/rblnN`` (and ``pools``) along when
+    it lets go; ``group``: put the function in that IOMMU group first."""
+    name = _pools_name(host, address)
+    host.unbind(address)
+    if name is not None:
+        host.remove(f"/dev/{name}")
+    if group is not None:
+        host.set_iommu_group(address, group)
+    host.bind(address, "vfio-pci")
+
+
+def to_rebellions(host: FakeHost, address: str) -> None:
+    """Rebind an NPU from ``vfio-pci`` back to ``rebellions``: its ``/dev/rblnN`` returns."""
+    host.unbind(address)
+    host.bind(address, "rebellions")
+    name = _pools_name(host, address)
+    if name is not None:
+        host.add_dev(f"/dev/{name}")
+
+
 def add_tools(host: FakeHost, *, stat_path: str = "/usr/bin/rbln-stat") -> None:
     """``rbln-stat`` on the fake host (a regular file)."""
     host.write(stat_path, "#!/bin/sh\necho rbln-stat\n")
@@ -178,8 +230,8 @@ def smi_entries(host: FakeHost) -> list[dict[str, Any]]:
     """``rbln-smi -g -j`` device entries for the fake host's NPUs (NPU index = N of rblnN)."""
     entries = []
     for address, dev in sorted(host.pci.items()):
-        if dev.vendor != "1eff":
-            continue
+        if dev.vendor != "1eff" or dev.driver != "rebellions":
+            continue  # rbln-smi sees only NPUs its driver holds
         name = _pools_name(host, address)
         if name is None:
             continue
@@ -288,11 +340,21 @@ def install_fake_smi(
 
 
 def demo_host(host: FakeHost) -> dict[str, Any]:
-    """4x CA22 behind two PCIe switches on two NUMA nodes, one REBEL CR03, rbln-stat, and the
-    fake rbln-smi (so allocations get their own RSD group); returns the config document."""
+    """4x CA22 behind two PCIe switches on two NUMA nodes, one REBEL CR03, two CA12 bound to
+    vfio-pci for VMs (``rebellions.ai/ATOM_PT``), rbln-stat, and the fake rbln-smi (so
+    allocations get their own RSD group); returns the config document."""
     add_ca22_switches(host, numa_nodes=2, switches_per_numa=1, cards_per_switch=2, base_bus=0xC0)
     chain = add_switch(host, 0xE0, 1, numa=1)[0]
     host.add_npu("0000:e3:00.0", device="2030", numa_node=1, parents=chain, index=_next_index(host))
+    for slot, vm_chain in enumerate(add_switch(host, 0xA0, 2, numa=0)):
+        add_vfio_npu(
+            host,
+            f"0000:{0xA3 + slot:02x}:00.0",
+            group=80 + slot,
+            device="1120",
+            numa=0,
+            parents=vm_chain,
+        )
     add_tools(host)
     install_fake_smi(host)
     run_dir = host.path("/run")

@@ -11,9 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from devplugin_plugins.rebel_npu.testing import (
+    FakeSmi,
+    add_ca22_switches,
+    add_tools,
+    install_fake_smi,
+)
 
 from devplugin_core.testing import FakeHost
-from devplugin_plugins.rebel_npu.testing import FakeSmi, add_ca22_switches, add_tools, install_fake_smi
 
 from .helpers import CA22
 

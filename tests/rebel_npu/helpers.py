@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from devplugin_plugins.rebel_npu import RebelNpuConfig, build
+from devplugin_plugins.rebel_npu.discovery import NpuScanner
+
 from devplugin_core import Device, Plugin, PluginContext, Resource, Scan
 from devplugin_core.testing import FakeHost
 from devplugin_core.toolkit import decode
-from devplugin_plugins.rebel_npu import RebelNpuConfig, build
-from devplugin_plugins.rebel_npu.discovery import NpuScanner
 
 ATOM = "rebellions.ai/ATOM"
 REBEL = "rebellions.ai/REBEL"

@@ -8,11 +8,11 @@ import os
 
 import grpc
 import pytest
+from devplugin_plugins.rebel_npu import SPEC
+from devplugin_plugins.rebel_npu.testing import FakeSmi
 
 from devplugin_core import AllocationRequest
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from devplugin_plugins.rebel_npu import SPEC
-from devplugin_plugins.rebel_npu.testing import FakeSmi
 
 from .helpers import ATOM, CA22, built, config, discover, resource
 

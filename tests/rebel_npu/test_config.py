@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 import yaml
+from devplugin_plugins.rebel_npu import SPEC, RebelNpuConfig
+from devplugin_plugins.rebel_npu.products import product_of
 
 from devplugin_core import ConfigError
 from devplugin_core.cli import main as cli_main
 from devplugin_core.testing import FakeHost
 from devplugin_core.toolkit import decode
-from devplugin_plugins.rebel_npu import SPEC, RebelNpuConfig
-from devplugin_plugins.rebel_npu.products import product_of
 
 from .helpers import ATOM, FIXTURES, REBEL, built, resource, scanner
 

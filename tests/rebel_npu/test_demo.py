@@ -1,11 +1,15 @@
-"""The ``devplugin demo`` hook: NPUs and an allocation with the rbln-stat mount."""
+"""The ``devplugin demo`` hook: NPUs, an allocation with the rbln-stat mount, and NPUs bound to
+vfio-pci for VMs."""
 
 from __future__ import annotations
 
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_plugins.rebel_npu import SPEC
 
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
+
 from .helpers import ATOM, REBEL
+
+ATOM_PT = "rebellions.ai/ATOM_PT"
 
 
 async def test_demo_node_allocates_with_rbln_stat(
@@ -28,3 +32,8 @@ async def test_demo_node_allocates_with_rbln_stat(
         ]
         reply = await fake_kubelet.allocate(REBEL, [rebel[0].ID])
         assert reply.envs["PCIDEVICE_REBELLIONS_AI_REBEL"] == rebel[0].ID
+        vm = await fake_kubelet.wait_for_devices(ATOM_PT, lambda d: len(d) == 2)
+        reply = await fake_kubelet.allocate(ATOM_PT, [vm[0].ID])  # two CA12 for VMs
+        assert [d.host_path for d in reply.devices] == ["/dev/vfio/vfio", "/dev/vfio/80"]
+        assert reply.envs["PCI_RESOURCE_REBELLIONS_AI_ATOM_PT"] == vm[0].ID
+        assert list(reply.mounts) == []

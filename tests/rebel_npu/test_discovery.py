@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from devplugin_core import HostFS, Scan
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_plugins.rebel_npu import SPEC
 from devplugin_plugins.rebel_npu.discovery import NpuInfo, parse_pools
 from devplugin_plugins.rebel_npu.testing import add_ca25_card, add_sriov_npu, add_switch
+
+from devplugin_core import HostFS, Scan
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 
 from .helpers import ATOM, CA22, REBEL, built, config, discover, scanner
 

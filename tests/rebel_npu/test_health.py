@@ -7,12 +7,12 @@ from typing import Any
 
 import grpc
 import pytest
-
-from devplugin_core._runtime import PluginRuntime
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_plugins.rebel_npu import SPEC
 from devplugin_plugins.rebel_npu.health import NpuHealth
 from devplugin_plugins.rebel_npu.testing import FakeSmi
+
+from devplugin_core._runtime import PluginRuntime
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 
 from .helpers import ATOM, CA22, config
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
-
-from devplugin_core import AllocationError, DevicePluginError
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_plugins.rebel_npu import SPEC
 from devplugin_plugins.rebel_npu.rsd import RsdGroups
 from devplugin_plugins.rebel_npu.smi import RblnSmi
 from devplugin_plugins.rebel_npu.testing import FakeSmi
+from prometheus_client import CollectorRegistry
+
+from devplugin_core import AllocationError, DevicePluginError
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 
 from .helpers import ATOM, CA22, config
 

@@ -9,9 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
-
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_plugins.rebel_npu import SPEC
 from devplugin_plugins.rebel_npu.smi import (
     RblnSmi,
@@ -25,6 +22,9 @@ from devplugin_plugins.rebel_npu.smi import (
 )
 from devplugin_plugins.rebel_npu.testing import FakeSmi, install_fake_smi
 from devplugin_plugins.rebel_npu.tools import run_bounded
+from prometheus_client import CollectorRegistry
+
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 
 from .helpers import ATOM, CA22, FIXTURES, config
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-
-from devplugin_core import Device, PreferredRequest
-from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_plugins.rebel_npu import SPEC
 from devplugin_plugins.rebel_npu.allocate import preferred
 from devplugin_plugins.rebel_npu.testing import add_ca22_switches, add_ca25_card, add_sriov_npu
+
+from devplugin_core import Device, PreferredRequest
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 
 from .helpers import ATOM, CA22, built, config, discover
 
