@@ -150,7 +150,9 @@ cmd_build() {
     log "podman build failed ($status)"
     exit "$status"
   fi
-  podman_ image prune --force >/dev/null 2>&1 || true
+  cp "$work/build.log" "$CACHE/last-build.log"
+  # keep recent intermediate images: they are the layer cache of the build stage
+  podman_ image prune --force --filter until=168h >/dev/null 2>&1 || true
   log "built $IMAGE in $(( $(date +%s) - t0 )) s"
   cmd_info
 }

@@ -141,7 +141,11 @@ class ConfigMapVolume:
                 (new / name).chmod(0o644)
         link = self.directory / "..data_tmp"
         link.symlink_to(stamp)
-        old = os.readlink(self.directory / "..data") if (self.directory / "..data").is_symlink() else None
+        old = (
+            os.readlink(self.directory / "..data")
+            if (self.directory / "..data").is_symlink()
+            else None
+        )
         os.replace(link, self.directory / "..data")
         for name in self.items.values():
             user_link = self.directory / name
@@ -175,10 +179,9 @@ def _host_path(node_root: Path, volume: Doc) -> Path:
     # kubelet: pkg/volume/hostpath/host_path.go checkType / checkTypeInternal
     if kind == "DirectoryOrCreate":
         path.mkdir(parents=True, exist_ok=True, mode=0o755)
-    elif kind == "FileOrCreate":
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o644)
+    elif kind == "FileOrCreate" and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o644)
     checks = {
         "Directory": path.is_dir,
         "DirectoryOrCreate": path.is_dir,
@@ -200,9 +203,7 @@ def _host_path(node_root: Path, volume: Doc) -> Path:
     return path
 
 
-def _configmap(
-    scratch: Path, volume: Doc, configmaps: Mapping[str, Doc]
-) -> ConfigMapVolume:
+def _configmap(scratch: Path, volume: Doc, configmaps: Mapping[str, Doc]) -> ConfigMapVolume:
     spec = volume["configMap"]
     source = configmaps.get(spec["name"])
     if source is None and not spec.get("optional"):
@@ -306,7 +307,10 @@ def podman_run(
         args=args,
         image_args=[],
         env=env,
-        ports={p.get("name", str(p["containerPort"])): p["containerPort"] for p in container.get("ports", [])},
+        ports={
+            p.get("name", str(p["containerPort"])): p["containerPort"]
+            for p in container.get("ports", [])
+        },
         host_network=host_network,
         privileged=privileged,
     )
@@ -325,7 +329,10 @@ def podman_run(
             source = _host_path(node_root, volume)
             run.host_paths[mount["name"]] = source
             run.mounts[target] = (str(source), read_only)
-            args += ["--mount", f"type=bind,src={source},dst={target}" + (",ro=true" if read_only else "")]
+            args += [
+                "--mount",
+                f"type=bind,src={source},dst={target}" + (",ro=true" if read_only else ""),
+            ]
         elif "configMap" in volume:
             cm = _configmap(scratch, volume, configmaps)
             run.configmaps[mount["name"]] = cm
@@ -354,23 +361,12 @@ def podman_run(
     return run
 
 
-def mounted_for(run: PodmanRun, container_path: str) -> tuple[str, bool] | None:
-    """The mount that holds ``container_path`` (longest prefix), or None (image filesystem)."""
-    best: tuple[str, tuple[str, bool]] | None = None
-    for target, source in run.mounts.items():
-        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
-            if best is None or len(target) > len(best[0]):
-                best = (target, source)
-    return best[1] if best else None
-
-
 __all__: Sequence[str] = [
     "ConfigMapVolume",
     "PodContext",
     "PodmanRun",
     "Unsupported",
     "expand",
-    "mounted_for",
     "podman_run",
     "quantity_bytes",
     "quantity_cpus",
