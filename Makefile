@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all setup sysdeps demo demo-once test lint typecheck unit bench soak protos clean
+.PHONY: all setup sysdeps demo demo-once test lint typecheck unit bench soak protos clean image image-push
 
 all: test
 
@@ -40,6 +40,7 @@ LINT_DIRS := $(wildcard devplugin_core plugins tests examples bench scripts)
 lint: setup
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
+	$(BIN)/hadolint --failure-threshold info Dockerfile
 
 typecheck: setup
 	$(BIN)/mypy devplugin_core plugins
@@ -66,3 +67,15 @@ clean:
 # The demo, printed once (used by CI).
 demo-once: setup
 	$(BIN)/devplugin demo --once
+
+# The container image devplugin:<version> (pyproject.toml), built from the Dockerfile with podman
+# (no Docker engine): prints its size and the Python, grpcio and devplugin versions inside.
+# Needs root and Debian's podman, buildah, runc and mmdebstrap; see deploy/README.md#image.
+image:
+	PYTHON=$(PYTHON) scripts/image.sh build
+
+# Push it: make image-push REGISTRY=<registry>[/<path>] (log in first: podman login, or set
+# DEVPLUGIN_PUSH_FLAGS="--authfile FILE").
+image-push:
+	@test -n "$(REGISTRY)" || { echo "usage: make image-push REGISTRY=<registry>[/<path>]"; exit 2; }
+	scripts/image.sh push "$(REGISTRY)"

