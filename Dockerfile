@@ -3,7 +3,7 @@
 # One image for every devplugin plugin; the DaemonSet picks the plugin with its args
 # (`devplugin run rdma-shared|sriov-net|rebel-npu ...`, see deploy/).
 #
-#   docker build -t <registry>/devplugin:0.1.0 .        # Docker, public base image and PyPI
+#   docker build -t <registry>/devplugin:0.2.0 .        # Docker, public base image and PyPI
 #   make image                                         # podman, no Docker engine (below)
 #
 # `make image` (scripts/image.sh) builds this same file with podman: the base image is made
@@ -50,7 +50,7 @@ RUN python3 -m venv --system-site-packages /opt/devplugin \
 
 FROM debian:${DEBIAN_TAG}
 # The project's version (pyproject.toml; make image passes it, tests/image checks the default).
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG APT_CONFIG
 LABEL org.opencontainers.image.title="devplugin" \
       org.opencontainers.image.version="${VERSION}" \

@@ -380,11 +380,15 @@ def rdma_char_index(host: HostFS, reader: _Reader | None = None) -> dict[str, li
     return index
 
 
-def rdma_char_devices_of(host: HostFS, address: str) -> dict[str, list[CharDevice]]:
+def rdma_char_devices_of(
+    host: HostFS, address: str, *, device_dir: str | None = None
+) -> dict[str, list[CharDevice]]:
     """The char devices of one PCI function's RDMA devices, from the class devices below the
     function itself (``<bdf>/infiniband_verbs/uverbsN``...) — O(1) in the host size, unlike
-    :func:`rdma_char_index`, so it suits the Allocate path (blocking; raises HostReadError)."""
-    base = f"{SYS_PCI_DEVICES}/{address}"
+    :func:`rdma_char_index`, so it suits the Allocate path (blocking; raises HostReadError).
+    ``device_dir``: read below this sysfs device directory instead (a device that is not a PCI
+    function, e.g. ``/sys/bus/auxiliary/devices/mlx5_core.sf.4``)."""
+    base = device_dir or f"{SYS_PCI_DEVICES}/{address}"
     index: dict[str, list[CharDevice]] = {}
     for cls, kinds in (
         ("infiniband_cm", ("ucm",)),

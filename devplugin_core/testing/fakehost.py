@@ -17,6 +17,11 @@ Layout (all paths under ``root``; a marker file lets regular files stand in for 
     sys/bus/pci/drivers/<driver>/<bdf> -> ../../../../devices/...
     sys/class/net/<if>, sys/class/infiniband/<dev>, sys/class/infiniband_{verbs,mad,cm}/<x> -> ...
     sys/kernel/iommu_groups/<n>/{devices/<bdf> ->, name}
+    sys/devices/.../<pf>/mlx5_core.sf.<n>/{sfnum,driver ->,net/<if>/,infiniband/<dev>/,...}
+                                                          a Scalable Function (auxiliary bus)
+    sys/bus/auxiliary/devices/<driver>.<type>.<n> -> ../../../devices/.../<pf>/<that name>
+    sys/devices/.../<vf>/vdpa<n>/{driver ->,vhost-vdpa-<m>/dev | virtio<k>/net/<if>/}
+    sys/bus/vdpa/devices/vdpa<n> -> ../../../devices/.../<vf>/vdpa<n>   dev/vhost-vdpa-<m>
     sys/module/ib_core/parameters/netns_mode
     dev/infiniband/{uverbsN,umadN,issmN,rdma_cm}  dev/vfio/{vfio,N}  dev/uioN  dev/rblnN  ...
 
@@ -35,7 +40,11 @@ from pathlib import Path
 
 from .._hostfs import FAKE_HOST_MARKER, HostFS
 
-__all__ = ["FakeHost", "FakePci"]
+__all__ = ["FakeAux", "FakeHost", "FakePci"]
+
+SYS_AUX = "/sys/bus/auxiliary/devices"
+SYS_VDPA = "/sys/bus/vdpa/devices"
+VDPA_DRIVERS = {"vhost": "vhost_vdpa", "virtio": "virtio_vdpa"}
 
 _STATE_NAMES = {1: "DOWN", 2: "INIT", 3: "ARMED", 4: "ACTIVE", 5: "ACTIVE_DEFER"}
 _PHYS_NAMES = {
@@ -64,6 +73,20 @@ class FakePci:
     vfs: list[str] = field(default_factory=list)
 
 
+@dataclass
+class FakeAux:
+    """What the builder remembers about one auxiliary-bus device (``mlx5_core.sf.4``): its
+    real directory under its parent PCI function, and the netdevs it carries."""
+
+    name: str
+    parent: str
+    path: str
+    sfnum: int | None = None
+    netdevs: list[str] = field(default_factory=list)
+    representor: str = ""
+    nested: list[str] = field(default_factory=list)
+
+
 class FakeHost:
     """Builds a fake host under ``root``. Use :attr:`host` to read it through a HostFS."""
 
@@ -72,6 +95,11 @@ class FakeHost:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / FAKE_HOST_MARKER).write_text("devplugin fake host\n")
         self.pci: dict[str, FakePci] = {}
+        self.aux: dict[str, FakeAux] = {}
+        self.vdpa: dict[str, str] = {}  # vDPA device name -> its parent PCI function
+        #: ``devlink dev info pci/<address>``: address -> {"fw.app.name": ..., ...} (versions)
+        self.devlink_info: dict[str, dict[str, str]] = {}
+        self._vhost_vdpa = 0
         self._uverbs = 0
         self._umad = 0
         self._ucm = 0
@@ -243,6 +271,10 @@ class FakeHost:
         put them under ``infiniband/``), ``/dev/<name>`` otherwise. ``rdma_cm`` is a misc
         device of the rdma_ucm module, not of the function: it stays.
         """
+        for name in [n for n, a in self.aux.items() if a.parent == address]:
+            self.remove_aux(name)
+        for name in [n for n, parent in self.vdpa.items() if parent == address]:
+            self.remove_vdpa(name)
         dev = self.pci.pop(address)
         real = self.path(dev.path)
         for dev_file in sorted(real.glob("**/dev")) if real.is_dir() else []:
@@ -354,7 +386,8 @@ class FakeHost:
         up: bool = True,
         mac: str | None = None,
     ) -> str:
-        dev = self.pci[address]
+        """A netdev of a PCI function (or of an auxiliary device such as an SF)."""
+        dev = self._function(address)
         ndir = f"{dev.path}/net/{name}"
         type_id = {"ether": 1, "infiniband": 32}.get(link_type, 1)
         self.write(f"{ndir}/type", f"{type_id}\n")
@@ -368,8 +401,15 @@ class FakeHost:
         self.set_link(name, up)
         return name
 
+    def _function(self, address: str) -> FakePci | FakeAux:
+        """A PCI function by address, or an auxiliary device by name."""
+        return self.pci[address] if address in self.pci else self.aux[address]
+
+    def _functions(self) -> list[FakePci | FakeAux]:
+        return [*self.pci.values(), *self.aux.values()]
+
     def _netdev_dir(self, name: str) -> str:
-        for dev in self.pci.values():
+        for dev in self._functions():
             if name in dev.netdevs:
                 return f"{dev.path}/net/{name}"
         raise KeyError(f"no netdev {name}")
@@ -384,7 +424,7 @@ class FakeHost:
         ndir = self._netdev_dir(name)
         self.remove(ndir)
         self.remove(f"/sys/class/net/{name}")
-        for dev in self.pci.values():
+        for dev in self._functions():
             if name in dev.netdevs:
                 dev.netdevs.remove(name)
 
@@ -408,8 +448,9 @@ class FakeHost:
         counters: bool = True,
     ) -> str:
         """An RDMA device of a PCI function with its ports and char devices (uverbs per device,
-        umad and — for InfiniBand, or when ``issm`` — issm per port)."""
-        dev = self.pci[address]
+        umad and — for InfiniBand, or when ``issm`` — issm per port). ``address`` may also
+        name an auxiliary device (an SF has its own RDMA device)."""
+        dev = self._function(address)
         idir = f"{dev.path}/infiniband/{ibdev}"
         guid_n = self._uverbs + 1
         self.write(f"{idir}/node_type", "1: CA\n")
@@ -464,7 +505,7 @@ class FakeHost:
         self.add_dev(f"/dev/infiniband/{name}")
 
     def _ib_dir(self, ibdev: str) -> str:
-        for dev in self.pci.values():
+        for dev in self._functions():
             candidate = f"{dev.path}/infiniband/{ibdev}"
             if self.path(candidate).is_dir():
                 return candidate
@@ -521,3 +562,179 @@ class FakeHost:
         self.write(f"/sys/class/rebellions/rbln{index}/kernel_version", "1.3.73\n")
         self.add_dev(f"/dev/rbln{index}")
         return address
+
+    # -- switchdev, Scalable Functions (auxiliary bus) -----------------------------------------
+    def set_switchdev(self, netdev: str, *, port_name: str = "p0", switch_id: str = "") -> None:
+        """Put the eswitch of ``netdev``'s function in switchdev mode as sysfs shows it: the
+        uplink gets ``phys_port_name`` (``p0``) and a non-empty ``phys_switch_id``."""
+        ndir = self._netdev_dir(netdev)
+        self.write(f"{ndir}/phys_port_name", f"{port_name}\n")
+        self.write(f"{ndir}/phys_switch_id", f"{switch_id or 'b8cef6000a1b2c3d'}\n")
+
+    def add_aux_device(
+        self, parent: str, name: str, *, driver: str | None = None, under: str | None = None
+    ) -> str:
+        """An auxiliary-bus device ``<driver>.<type>.<n>`` (``mlx5_core.eth.0``) whose real
+        directory sits under its parent PCI function (or, nested, under the auxiliary device
+        ``under``), linked from ``/sys/bus/auxiliary/devices`` and bound to ``driver``
+        (default: the name without its index)."""
+        base = self.aux[under].path if under else self.pci[parent].path
+        real = f"{base}/{name}"
+        self.path(real).mkdir(parents=True, exist_ok=True)
+        self.write(f"{real}/uevent", f"DRIVER={driver or name.rsplit('.', 1)[0]}\n")
+        drv = f"/sys/bus/auxiliary/drivers/{driver or name.rsplit('.', 1)[0]}"
+        self.symlink(f"{real}/driver", drv)
+        self.symlink(f"{drv}/{name}", real)
+        self.symlink(f"{real}/subsystem", "/sys/bus/auxiliary")
+        self.symlink(f"{SYS_AUX}/{name}", real)
+        self.aux[name] = FakeAux(name, parent, real)
+        return name
+
+    def add_sf(
+        self,
+        parent: str,
+        index: int,
+        *,
+        sfnum: int,
+        netdev: str | None = "",
+        link_type: str = "ether",
+        rdma: str | None = None,
+        driver: str = "mlx5_core",
+    ) -> str:
+        """A Scalable Function ``<driver>.sf.<index>`` of PCI function ``parent``, as
+        ``devlink port add pci/<parent> flavour pcisf sfnum <sfnum>`` and activation leave it:
+
+        * the auxiliary device (``index`` is the kernel's device index, unrelated to
+          ``sfnum``, the user's SF number) with its ``sfnum`` file, bound to ``<driver>.sf``;
+        * its netdev under it (default name ``<parent netdev>s<sfnum>``; ``None``: none, e.g.
+          moved into a pod) and, with ``rdma``, its RDMA device and char devices under it;
+        * its nested ``<driver>.eth.<index>`` / ``<driver>.rdma.<index>`` auxiliary devices;
+        * when the parent's uplink is in switchdev mode, the SF representor netdev under the
+          parent (``phys_port_name`` ``pf<n>sf<sfnum>``).
+        """
+        name = f"{driver}.sf.{index}"
+        self.add_aux_device(parent, name, driver=f"{driver}.sf")
+        sf = self.aux[name]
+        sf.sfnum = sfnum
+        self.write(f"{sf.path}/sfnum", f"{sfnum}\n")
+        for sub in ("eth", "rdma"):
+            nested = f"{driver}.{sub}.{index}"
+            self.add_aux_device(parent, nested, driver=f"{driver}.{sub}", under=name)
+            sf.nested.append(nested)
+            self.aux.pop(nested)  # removed with the SF's directory
+        pf = self.pci[parent]
+        if netdev == "":
+            netdev = f"{pf.netdevs[0]}s{sfnum}" if pf.netdevs else f"sf{sfnum}"
+        if netdev:
+            self.add_netdev(name, netdev, link_type=link_type)
+        if rdma:
+            self.add_rdma(
+                name, rdma, link_layer="InfiniBand" if link_type == "infiniband" else "Ethernet"
+            )
+        uplink = next(
+            (n for n in pf.netdevs if self.path(f"{pf.path}/net/{n}/phys_switch_id").exists()),
+            None,
+        )
+        if uplink is not None:
+            fn = int(parent[-1])
+            rep = f"en{int(parent[5:7], 16)}f{fn}pf{fn}sf{sfnum}"  # udev's representor name
+            self.add_netdev(parent, rep)
+            self.write(f"{pf.path}/net/{rep}/phys_port_name", f"pf{fn}sf{sfnum}\n")
+            switch_id = self.path(f"{pf.path}/net/{uplink}/phys_switch_id").read_text()
+            self.write(f"{pf.path}/net/{rep}/phys_switch_id", switch_id)
+            sf.representor = rep
+        return name
+
+    def remove_aux(self, name: str) -> None:
+        """``devlink port del`` / hot-unplug of an auxiliary device: its directory (nested
+        devices included), its bus and driver links, the class links and ``/dev`` nodes of
+        what it carried (netdevs, RDMA char devices) and, for an SF, its representor."""
+        aux = self.aux.pop(name)
+        real = self.path(aux.path)
+        for dev_file in sorted(real.glob("**/dev")) if real.is_dir() else []:
+            rel = dev_file.parent.relative_to(real).parts
+            if len(rel) >= 2 and dev_file.is_file() and rel[-2].startswith("infiniband"):
+                self.remove(f"/sys/class/{rel[-2]}/{rel[-1]}")
+                self.remove(f"/dev/infiniband/{rel[-1]}")
+        ib = real / "infiniband"
+        for ibdev in sorted(p.name for p in ib.iterdir()) if ib.is_dir() else []:
+            self.remove(f"/sys/class/infiniband/{ibdev}")
+        for netdev in aux.netdevs:
+            self.remove(f"/sys/class/net/{netdev}")
+        if aux.representor and aux.representor in self.pci[aux.parent].netdevs:
+            self.remove_netdev(aux.representor)
+        for each in (name, *aux.nested):
+            self.remove(f"{SYS_AUX}/{each}")
+            for link in sorted(self.path("/sys/bus/auxiliary/drivers").glob(f"*/{each}")):
+                link.unlink()
+        self.remove(aux.path)
+
+    # -- vDPA ----------------------------------------------------------------------------------
+    def add_vdpa(
+        self,
+        function: str,
+        kind: str,
+        *,
+        name: str | None = None,
+        vhost_index: int | None = None,
+        netdev: str | None = None,
+    ) -> str:
+        """A vDPA device of PCI function ``function`` (``vdpa dev add mgmtdev pci/<vf> name
+        <name>``) bound to ``vhost_vdpa`` (``kind="vhost"``: a ``vhost-vdpa-<m>`` class device
+        under it and ``/dev/vhost-vdpa-<m>``, ``m`` counted independently of the vDPA device
+        names) or ``virtio_vdpa`` (``kind="virtio"``: a ``virtio<k>`` device with netdev
+        ``netdev`` under it); any other ``kind`` leaves it unbound."""
+        name = name or f"vdpa{len(self.vdpa)}"
+        real = f"{self.pci[function].path}/{name}"
+        self.path(real).mkdir(parents=True, exist_ok=True)
+        self.symlink(f"{real}/subsystem", "/sys/bus/vdpa")
+        self.symlink(f"{SYS_VDPA}/{name}", real)
+        self.vdpa[name] = function
+        driver = VDPA_DRIVERS.get(kind)
+        if driver is None:
+            return name
+        drv = f"/sys/bus/vdpa/drivers/{driver}"
+        self.symlink(f"{real}/driver", drv)
+        self.symlink(f"{drv}/{name}", real)
+        if kind == "vhost":
+            m = self._vhost_vdpa if vhost_index is None else vhost_index
+            self._vhost_vdpa = max(self._vhost_vdpa, m + 1)
+            cdir = f"{real}/vhost-vdpa-{m}"
+            self.write(f"{cdir}/dev", f"508:{m}\n")
+            self.symlink(f"/sys/class/vhost-vdpa/vhost-vdpa-{m}", cdir)
+            self.add_dev(f"/dev/vhost-vdpa-{m}")
+        else:
+            k = len(list(self.path("/sys/bus/virtio/devices").glob("virtio*")))
+            vdir = f"{real}/virtio{k}"
+            self.symlink(f"{vdir}/driver", "/sys/bus/virtio/drivers/virtio_net")
+            self.symlink(f"/sys/bus/virtio/devices/virtio{k}", vdir)
+            if netdev:
+                self.write(f"{vdir}/net/{netdev}/type", "1\n")
+                self.write(f"{vdir}/net/{netdev}/operstate", "up\n")
+                self.symlink(f"/sys/class/net/{netdev}", f"{vdir}/net/{netdev}")
+        return name
+
+    def remove_vdpa(self, name: str) -> None:
+        """``vdpa dev del <name>``: the device, its driver and bus links, its vhost-vdpa class
+        device and ``/dev`` node, its virtio device."""
+        self.vdpa.pop(name)
+        link = self.path(f"{SYS_VDPA}/{name}")
+        real = link.resolve()
+        for cdir in sorted(real.glob("vhost-vdpa-*")):
+            self.remove(f"/sys/class/vhost-vdpa/{cdir.name}")
+            self.remove(f"/dev/{cdir.name}")
+        for vdir in sorted(real.glob("virtio*")):
+            self.remove(f"/sys/bus/virtio/devices/{vdir.name}")
+            for net in sorted((vdir / "net").glob("*")):
+                self.remove(f"/sys/class/net/{net.name}")
+        for drv in sorted(self.path("/sys/bus/vdpa/drivers").glob(f"*/{name}")):
+            drv.unlink()
+        link.unlink()
+        shutil.rmtree(real)
+
+    # -- devlink -------------------------------------------------------------------------------
+    def set_devlink_info(self, address: str, **versions: str) -> None:
+        """What ``devlink dev info pci/<address>`` reports (running versions, keys with ``.``
+        spelled ``_``: ``fw_app_name="ICE OS Default Package"`` is ``fw.app.name``). Not a
+        file: there is no sysfs view of it; test doubles of a plugin's devlink reader use it."""
+        self.devlink_info[address] = {k.replace("_", "."): v for k, v in versions.items()}

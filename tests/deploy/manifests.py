@@ -20,6 +20,8 @@ from .harness import OVERLAYS, PLUGINS
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPONENTS = ("servicemonitor", "plugin-watcher", "cdi", "metrics-tls")
+#: components of one plugin, applied on top of its rendered overlay (render_on_top)
+PLUGIN_COMPONENTS = {"rebel-npu": ("rebel-npu-vm-passthrough",)}
 #: metrics port of each plugin (PluginSpec.default_metrics_port)
 PORTS = {"rdma-shared": 9461, "sriov-net": 9462, "rebel-npu": 9463}
 MONITORING = "monitoring.coreos.com/v1"
@@ -66,6 +68,33 @@ def render_with_components(tmp: Path, overlay: str, components: Sequence[str]) -
     text += "components:\n" + "".join(f"  - ../components/{c}\n" for c in components)
     kustomization.write_text(text)
     return kustomize(variant)
+
+
+def render_on_top(
+    tmp: Path, overlay: str, components: Sequence[str], inside: Sequence[str] = ()
+) -> list[Doc]:
+    """Render a kustomization of the user's own that takes ``overlay`` (with the generic
+    ``inside`` components enabled in it) as a resource and adds ``components`` on top."""
+    copy = tmp / "deploy"
+    if not copy.exists():
+        shutil.copytree(DEPLOY, copy)
+    base = overlay
+    if inside:
+        base = f"{overlay}-{'-'.join(inside)}"
+        shutil.copytree(copy / overlay, copy / base)
+        kustomization = copy / base / "kustomization.yaml"
+        text = kustomization.read_text()
+        text += "components:\n" + "".join(f"  - ../components/{c}\n" for c in inside)
+        kustomization.write_text(text)
+    user = tmp / f"user-{base}-{'-'.join(components)}"
+    user.mkdir()
+    (user / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources:\n  - ../deploy/{base}\n"
+        "components:\n" + "".join(f"  - ../deploy/components/{c}\n" for c in components)
+    )
+    return kustomize(user)
 
 
 def of_kind(docs: Iterable[Doc], kind: str) -> list[Doc]:
@@ -116,6 +145,7 @@ __all__ = [
     "MONITORING",
     "OVERLAYS",
     "PLUGINS",
+    "PLUGIN_COMPONENTS",
     "PORTS",
     "ROOT",
     "container",
@@ -126,6 +156,7 @@ __all__ = [
     "one",
     "plugin_of",
     "render",
+    "render_on_top",
     "render_with_components",
     "run_flags",
 ]

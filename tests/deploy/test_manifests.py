@@ -18,6 +18,7 @@ from .manifests import (
     HOST_ROOT,
     MONITORING,
     OVERLAYS,
+    PLUGIN_COMPONENTS,
     PLUGINS,
     PORTS,
     container,
@@ -26,6 +27,7 @@ from .manifests import (
     of_kind,
     one,
     render,
+    render_on_top,
     render_with_components,
     run_flags,
 )
@@ -192,6 +194,89 @@ def test_all_components_together(tmp_path):
         if v["name"] == "metrics-tls"
     )
     assert volume["secret"]["secretName"] == "devplugin-metrics-tls"
+
+
+def test_every_component_folder_is_tested():
+    folders = {p.parent.name for p in (DEPLOY / "components").glob("*/kustomization.yaml")}
+    own = {c for components in PLUGIN_COMPONENTS.values() for c in components}
+    assert folders == {*COMPONENTS, *own}
+
+
+PLUGIN_COMPONENT_PARAMS = [
+    (plugin, component, inside)
+    for plugin, components in PLUGIN_COMPONENTS.items()
+    for component in components
+    for inside in ((), *((c,) for c in COMPONENTS))
+]
+
+
+@pytest.mark.parametrize(("plugin", "component", "inside"), PLUGIN_COMPONENT_PARAMS)
+def test_plugin_components_render_and_validate(plugin, component, inside, tmp_path):
+    """A plugin's own component, on top of its overlay (alone, or with a generic component
+    enabled inside the overlay): valid, and every rule of the plain overlay still holds."""
+    docs = render_on_top(tmp_path, OVERLAYS[plugin], [component], inside)
+    for doc in docs:
+        if doc["apiVersion"] == MONITORING:
+            validate_monitoring(doc)
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    ds = one(docs, "DaemonSet")
+    check_host_mounts(plugin, ds, COMPONENT_MOUNTS)
+    check_env_is_flags(plugin, ds)
+    monitors = of_kind(docs, "PodMonitor") + of_kind(docs, "ServiceMonitor")
+    assert len(monitors) == 1
+    check_monitor_targets(docs, monitors[0])
+    assert ds["metadata"]["name"] == f"devplugin-{plugin}"
+
+
+def test_rebel_npu_vm_passthrough_is_unprivileged(tmp_path):
+    """vm-passthrough nodes: NPUs bound to vfio-pci for KubeVirt, without rbln-smi, so the
+    container drops the privileged profile, the tool and lock mounts, and the RSD alert."""
+    docs = render_on_top(tmp_path, "rebel_npu", ["rebel-npu-vm-passthrough"])
+    ds = one(docs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    sc = container(ds)["securityContext"]
+    assert sc["privileged"] is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    host_paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    assert host_paths == set(COMMON_MOUNTS)  # no /usr/bin, no RSD lock file
+    assert spec["nodeSelector"]["rebellions.ai/npu.workload.config"] == "vm-passthrough"
+    assert spec["tolerations"] == UPSTREAM_TOLERATIONS["rebel-npu"]
+    text = one(docs, "ConfigMap")["data"]["config.json"]
+    document = json.loads(text)
+    assert "resourceList" not in document  # zero-config: *_PT per product present
+    assert document["rsdGroups"] == "off" and document["rblnSmiInterval"] == 0
+    assert document["rblnStatHostPath"] == document["rblnSmiHostPath"] == ""
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devplugin_core",
+            "validate",
+            "rebel-npu",
+            "--config-file",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning" not in result.stderr
+    rule = one(docs, "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "DevicePluginNpuRsdGroupsDisabled" not in alerts
+    assert set(REQUIRED_ALERTS) <= alerts
+    # the plain overlay is untouched: still privileged, with rbln-smi
+    assert container(daemonset("rebel-npu"))["securityContext"]["privileged"] is True
+    comments = (
+        DEPLOY / "components" / "rebel-npu-vm-passthrough" / "kustomization.yaml"
+    ).read_text()
+    assert "privileged: false" in comments and "device cgroup" in comments
 
 
 # -- the DaemonSet ------------------------------------------------------------------------------

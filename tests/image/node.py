@@ -102,7 +102,7 @@ def to_node_paths(document: Any, root: Path) -> Any:
 def install_container_smi(host: FakeHost, scratch: Path) -> Path:
     """Point the demo's fake rbln-smi (host ``/usr/bin/rbln-smi``) at the image's python3 and a
     state directory mounted at :data:`FAKE_KERNEL`; returns that directory."""
-    import plugins.rebel_npu.fakesmi as fakesmi
+    import devplugin_plugins.rebel_npu.fakesmi as fakesmi
 
     kernel = scratch / "kernel"
     kernel.mkdir()

@@ -36,10 +36,10 @@ from typing import Any
 
 import pytest
 from deploy.manifests import DEPLOY, container, kubectl, of_kind, one, render
+from devplugin_plugins.rebel_npu.testing import FakeSmi
 
-from devplugin_core.plugins import get_plugin
+from devplugin_core._plugins import get_plugin
 from devplugin_core.testing import FakeHost, FakeKubelet, FakePodResources, short_tempdir
-from plugins.rebel_npu.testing import FakeSmi
 
 from .conftest import Image
 from .node import (
@@ -266,6 +266,7 @@ async def check_container(
 
     # Allocate: one healthy device per resource; every path handed out is a node path that
     # exists on the node (never /host/..., never this machine's fake-root path)
+    container_devices = []  # of container resources (passthrough ones get no RSD group)
     for resource in expected:
         healthy = [d.ID for d in kubelet.devices(resource) if d.health == "Healthy"]
         assert healthy, (
@@ -273,6 +274,8 @@ async def check_container(
         )
         reply = await kubelet.allocate(resource, healthy[:1], timeout=30)
         assert reply.devices or reply.envs or reply.mounts or reply.cdi_devices, resource
+        if not resource.endswith("_PT"):
+            container_devices.extend(reply.devices)
         for dev in reply.devices:
             assert dev.host_path.startswith("/dev/"), dev
             assert (node_root / dev.host_path.lstrip("/")).exists(), dev.host_path
@@ -284,7 +287,7 @@ async def check_container(
             assert written, "sriov-net wrote no device-info file through its hostPath mount"
         if smi is not None:
             assert any(c[:2] == ["group", "-c"] for c in smi.calls()), smi.calls()
-            assert any(d.host_path.startswith("/dev/rsd") for d in reply.devices), reply.devices
+            assert any(d.host_path.startswith("/dev/rsd") for d in container_devices)
 
     # /metrics, /readyz and the manifest's probes, on the pod IP and the manifest's port
     metrics = (await asyncio.to_thread(running.http_get, pod_ip, port, "/metrics"))[1]
