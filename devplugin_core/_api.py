@@ -320,7 +320,7 @@ class Scanner(abc.ABC):
     def fingerprint(self, host: HostFS) -> Hashable:
         """A cheap value that changes when a full rescan is needed; ``None`` (the default)
         means the plugin has none. Polled every ``Plugin.fingerprint_interval`` seconds and
-        taken right before each scan (in the scan thread) as the baseline."""
+        taken before and after each scan (in the scan thread); the one after is the baseline."""
         return None
 
 

@@ -60,6 +60,7 @@ class ScanResult:
     problems: set[str] = field(default_factory=set)
     fingerprint: Hashable = None
     error: BaseException | None = None
+    changed: bool = False  # the fingerprint moved while the scan ran
 
 
 def _has_fingerprint(plugin: Plugin) -> bool:
@@ -92,15 +93,16 @@ class Scanning:
         self._running: asyncio.Future[ScanResult] | None = None
         self._last_trigger = 0.0
         self._pending = False
+        self._followup = False
         self._problems: set[str] = set()
 
     # -- one scan ------------------------------------------------------------------------------
     def _scan_blocking(self, plugin: Plugin) -> ScanResult:
-        # The fingerprint baseline is taken in this thread right *before* the scan: the scan
-        # then sees at least what the baseline saw, and any change after the baseline makes a
-        # later poll differ (taken after the scan, a change landing between the two would be
-        # in the baseline but not in the devices, and go unnoticed until a full rescan).
-        fingerprint = self._take_blocking(plugin)
+        # The fingerprint is taken in this thread right before and right after the scan; the
+        # one after is the baseline. If they differ, the host may have changed while the scan
+        # read it (the change would be in the baseline but not in the devices, and go unnoticed
+        # until a full rescan), so one more scan follows at once (see scan_now).
+        before = self._take_blocking(plugin)
         scan = Scan(self.host, plugin.resources)
         try:
             plugin.scanner.scan(scan)
@@ -116,7 +118,8 @@ class Scanning:
                 shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
                 noun = "device" if len(ids) == 1 else f"{len(ids)} devices"
                 problems.add(f"{name}: {noun} {shown} advertised Unhealthy: {problem}")
-        return ScanResult(plugin, tree, scan.rejections, problems, fingerprint)
+        after = self._take_blocking(plugin)
+        return ScanResult(plugin, tree, scan.rejections, problems, after, changed=before != after)
 
     def _take_blocking(self, plugin: Plugin) -> Hashable:
         if not _has_fingerprint(plugin):
@@ -156,6 +159,13 @@ class Scanning:
             self.fingerprint = result.fingerprint
             await self.apply(result)
             self.done.fire()
+            # one follow-up scan, never a chain (a fingerprint that reads the scanner's own
+            # state differs at the first scan; one that is not stable must not loop)
+            if result.changed and not self._followup:
+                self._followup = True
+                self.request("the host changed while the scan ran")
+            else:
+                self._followup = False
             return True
 
     def request(self, reason: str) -> None:
@@ -171,7 +181,8 @@ class Scanning:
         await asyncio.gather(self._periodic(), self._fingerprints(), self._triggered())
 
     async def _triggered(self) -> None:
-        seen = self._requested.generation
+        # a request made before the loops started (e.g. by the first scan) still counts
+        seen = self._requested.generation - (1 if self._pending else 0)
         while True:
             seen = await self._requested.wait(seen)
             wait = self._last_trigger + TRIGGER_SPACING - time.monotonic()

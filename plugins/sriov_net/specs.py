@@ -1,10 +1,13 @@
 """What a container gets for one function: device nodes and the ``_INFO`` entry, per driver.
 
 Upstream's "info providers", as data: ``generic`` always; ``vfio`` for ``vfio-pci``; ``uio``
-for ``uio``/``igb_uio``/``uio_pci_generic`` (upstream forgets the last one); ``rdma`` when the
-pool asks for RDMA; ``vhost`` for ``needVhostNet``; ``extra`` from ``additionalInfo``.
-Every node is ``rw``. :func:`read_state` re-reads one function at Allocate time, so a group or
-RDMA device that changed since discovery is handed out as it is now.
+for ``uio``/``igb_uio``/``uio_pci_generic`` (upstream forgets the last one); ``vdpa`` for
+``vdpaType`` (vhost: ``/dev/vhost-vdpa-M`` and its ``mount``; virtio: no node, an empty entry);
+otherwise ``rdma`` when the pool asks for RDMA; ``vhost`` for ``needVhostNet``; ``extra`` from
+``additionalInfo``. Every node is ``rw``. The ``uio`` and ``vdpa`` ``mount`` keys are there from
+the first allocation on (upstream fills them only once the specs were computed, after the env).
+:func:`read_state` re-reads one function (or SF) at Allocate time, so a group, RDMA device or
+vDPA char device that changed since discovery is handed out as it is now.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from dataclasses import dataclass
 from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan
 from devplugin_core.toolkit import SYS_PCI_DEVICES, RdmaDevice, rdma_char_devices_of, rdma_nodes
 
+from .aux import SYS_AUX
+from .vdpa import VdpaDevice, vdpa_by_function
+
 __all__ = [
     "UIO_DRIVERS",
     "USERSPACE_DRIVERS",
@@ -22,6 +28,7 @@ __all__ = [
     "Needs",
     "build_specs",
     "read_state",
+    "sf_state",
     "state_from_scan",
 ]
 
@@ -45,6 +52,7 @@ class FunctionState:
     noiommu: bool = False
     uio: tuple[str, ...] = ()
     rdma: tuple[RdmaDevice, ...] = ()
+    vdpa: VdpaDevice | None = None
 
     @property
     def rdma_names(self) -> tuple[str, ...]:
@@ -53,15 +61,17 @@ class FunctionState:
 
 @dataclass(frozen=True)
 class Needs:
-    """What the pool adds on top of the driver: RDMA nodes, vhost-net, and ``additionalInfo``
-    as ``(key, value)`` pairs (``None``: the pool has none, so no ``extra`` entry)."""
+    """What the pool adds on top of the driver: RDMA nodes, vhost-net, the vDPA type
+    (``vdpaType``) and ``additionalInfo`` as ``(key, value)`` pairs (``None``: the pool has
+    none, so no ``extra`` entry)."""
 
     rdma: bool = False
     vhost_net: bool = False
     extra: tuple[tuple[str, str], ...] | None = None
+    vdpa: str = ""
 
 
-def state_from_scan(dev: PciDevice, scan: PciScan) -> FunctionState:
+def state_from_scan(dev: PciDevice, scan: PciScan, vdpa: VdpaDevice | None = None) -> FunctionState:
     return FunctionState(
         address=dev.address,
         driver=dev.driver or "",
@@ -69,11 +79,36 @@ def state_from_scan(dev: PciDevice, scan: PciScan) -> FunctionState:
         noiommu=dev.iommu_noiommu,
         uio=dev.uio,
         rdma=tuple(scan.rdma_of(dev)),
+        vdpa=vdpa,
     )
 
 
-def read_state(host: HostFS, address: str) -> FunctionState | None:
-    """Read one function now (``None`` if it no longer exists). Raises HostReadError."""
+def _rdma_below(host: HostFS, device_dir: str, name: str) -> tuple[RdmaDevice, ...]:
+    names = [
+        n
+        for n in host.listdir(f"{device_dir}/infiniband")
+        if host.is_dir(f"{device_dir}/infiniband/{n}")
+    ]
+    chars = rdma_char_devices_of(host, name, device_dir=device_dir) if names else {}
+    return tuple(RdmaDevice(n, char_devices=tuple(chars.get(n, ()))) for n in names)
+
+
+def sf_state(host: HostFS, name: str, parent_driver: str) -> FunctionState | None:
+    """A Scalable Function now (``None`` if gone): its parent's driver and its own RDMA
+    devices. Raises HostReadError."""
+    base = f"{SYS_AUX}/{name}"
+    if not host.exists(base):
+        return None
+    return FunctionState(address=name, driver=parent_driver, rdma=_rdma_below(host, base, name))
+
+
+def read_state(
+    host: HostFS, address: str, *, vdpa: bool = False, bus: str = "pci", driver: str = ""
+) -> FunctionState | None:
+    """Read one function now (``None`` if it no longer exists); ``vdpa``: with its vDPA
+    device; ``bus="auxiliary"``: an SF, whose parent has ``driver``. Raises HostReadError."""
+    if bus == "auxiliary":
+        return sf_state(host, address, driver)
     base = f"{SYS_PCI_DEVICES}/{address}"
     if not host.exists(base):
         return None
@@ -82,15 +117,14 @@ def read_state(host: HostFS, address: str) -> FunctionState | None:
     if group is not None:
         noiommu = host.read_attr(f"/sys/kernel/iommu_groups/{group}/name") == "vfio-noiommu"
     uio = tuple(n for n in host.listdir(f"{base}/uio") if n.startswith("uio") and n[3:].isdigit())
-    names = [n for n in host.listdir(f"{base}/infiniband") if host.is_dir(f"{base}/infiniband/{n}")]
-    chars = rdma_char_devices_of(host, address) if names else {}
     return FunctionState(
         address=address,
         driver=host.link_name(f"{base}/driver") or "",
         iommu_group=group if group and group.isdigit() else None,
         noiommu=noiommu,
         uio=uio,
-        rdma=tuple(RdmaDevice(n, char_devices=tuple(chars.get(n, ()))) for n in names),
+        rdma=_rdma_below(host, base, address),
+        vdpa=vdpa_by_function(host).get(address) if vdpa else None,
     )
 
 
@@ -135,7 +169,13 @@ def build_specs(
             info["uio"]["mount"] = path
     if needs.extra is not None:
         info["extra"] = dict(needs.extra)
-    if needs.rdma:
+    if needs.vdpa:
+        info["vdpa"] = {}
+        dev = state.vdpa
+        if needs.vdpa == "vhost" and dev is not None and dev.kind == "vhost" and dev.path:
+            nodes.append(DeviceNode(dev.path))
+            info["vdpa"]["mount"] = dev.path
+    elif needs.rdma:
         rdma_list, info["rdma"] = _rdma(host, state)
         nodes += rdma_list
     if needs.vhost_net:

@@ -141,3 +141,39 @@ async def test_a_vanished_single_device_fails_allocate_naming_the_path_and_resca
         await fake_kubelet.wait_for_devices(A, lambda d: [x.ID for x in d] == ids[:1])
         triggered = runtime.registry.get_sample_value("devplugin_rescans_triggered_total")
         assert triggered is not None and triggered >= 1
+
+
+async def test_a_change_landing_during_a_scan_is_picked_up(fake_host, fake_kubelet):
+    """The fingerprint is taken before and after each scan: when they differ, the change may
+    be in the baseline but not in the devices, so one more scan follows at once."""
+    import devplugin_core as dp
+
+    fake_host.write("/opt/widgets/w0", "")
+    resource = dp.Resource("example.com/widget")
+
+    class Racy(dp.Scanner):
+        scans = 0
+
+        def scan(self, scan: dp.Scan) -> None:
+            names = scan.host.listdir("/opt/widgets")
+            Racy.scans += 1
+            if Racy.scans == 1:
+                fake_host.write("/opt/widgets/w1", "")  # lands after the read
+            scan.add(resource, *(dp.Device(n) for n in names))
+
+        def fingerprint(self, host: dp.HostFS) -> object:
+            return tuple(host.listdir("/opt/widgets"))
+
+    def build(config: object, ctx: dp.PluginContext) -> dp.Plugin:
+        # no periodic rescans, fingerprint polls an hour apart: only the follow-up can see it
+        return dp.Plugin(Racy(), (resource,), rescan_interval=0, fingerprint_interval=3600)
+
+    spec = dp.PluginSpec("racy", "test", _Empty, build, config_optional=True)
+    async with run_plugin(spec, fake_host, fake_kubelet):
+        await fake_kubelet.wait_for_devices(resource.name, lambda d: len(d) == 2, timeout=5)
+    assert Racy.scans == 2  # exactly one follow-up, no chain
+
+
+@dataclasses.dataclass(frozen=True)
+class _Empty:
+    pass

@@ -18,7 +18,13 @@ from devplugin_core import (
 from devplugin_core.testing import FakeHost
 from devplugin_plugins.rdma_shared import verbs
 from devplugin_plugins.rdma_shared.allocator import SharedSlotAllocator
-from devplugin_plugins.rdma_shared.ports import HcaRef, PortRef, hca_down_reason, read_netdev, read_port
+from devplugin_plugins.rdma_shared.ports import (
+    HcaRef,
+    PortRef,
+    hca_down_reason,
+    read_netdev,
+    read_port,
+)
 
 from .helpers import IB, IBDEV, NETDEV, ROCE0
 
