@@ -27,6 +27,7 @@ __all__ = [
     "FunctionState",
     "Needs",
     "build_specs",
+    "rdma_below",
     "read_state",
     "sf_state",
     "state_from_scan",
@@ -83,7 +84,7 @@ def state_from_scan(dev: PciDevice, scan: PciScan, vdpa: VdpaDevice | None = Non
     )
 
 
-def _rdma_below(host: HostFS, device_dir: str, name: str) -> tuple[RdmaDevice, ...]:
+def rdma_below(host: HostFS, device_dir: str, name: str) -> tuple[RdmaDevice, ...]:
     names = [
         n
         for n in host.listdir(f"{device_dir}/infiniband")
@@ -99,7 +100,7 @@ def sf_state(host: HostFS, name: str, parent_driver: str) -> FunctionState | Non
     base = f"{SYS_AUX}/{name}"
     if not host.exists(base):
         return None
-    return FunctionState(address=name, driver=parent_driver, rdma=_rdma_below(host, base, name))
+    return FunctionState(address=name, driver=parent_driver, rdma=rdma_below(host, base, name))
 
 
 def read_state(
@@ -123,7 +124,7 @@ def read_state(
         iommu_group=group if group and group.isdigit() else None,
         noiommu=noiommu,
         uio=uio,
-        rdma=_rdma_below(host, base, address),
+        rdma=rdma_below(host, base, address),
         vdpa=vdpa_by_function(host).get(address) if vdpa else None,
     )
 

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devplugin_core import PluginSpec
-from devplugin_core.testing import FakeHost
 from devplugin_plugins.rdma_shared import SPEC as RDMA_SPEC
 from devplugin_plugins.rebel_npu import SPEC as NPU_SPEC
 from devplugin_plugins.rebel_npu.testing import (
@@ -36,6 +34,9 @@ from devplugin_plugins.rebel_npu.testing import (
     install_fake_smi,
 )
 from devplugin_plugins.sriov_net import SPEC as SRIOV_SPEC
+
+from devplugin_core import PluginSpec
+from devplugin_core.testing import FakeHost
 
 __all__ = ["CASES", "Case", "Fault", "case_ids"]
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from devplugin_plugins.rdma_shared import build
+from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
+
 from devplugin_core import Device, PluginContext
 from devplugin_core._api import Rejection
 from devplugin_core.testing import FakeHost, scan_once
 from devplugin_core.toolkit import decode
-from devplugin_plugins.rdma_shared import build
-from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
 
 ROCE0, ROCE1, IB, INTEL = "0000:3b:00.0", "0000:86:00.0", "0000:af:00.0", "0000:01:00.0"
 NETDEV = {ROCE0: "enp59s0f0np0", ROCE1: "enp134s0f0np0", IB: "ibp175s0", INTEL: "eno1"}

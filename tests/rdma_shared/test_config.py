@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devplugin_plugins.rdma_shared import SPEC, build
+from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
 
 from devplugin_core import ConfigError, PluginContext
 from devplugin_core.cli import main as cli
 from devplugin_core.testing import FakeHost
 from devplugin_core.toolkit import decode
-from devplugin_plugins.rdma_shared import SPEC, build
-from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
 
 from .helpers import config, resource
 

@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 import pytest
+from devplugin_plugins.rdma_shared import build
+from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
 
 from devplugin_core import Device, PluginContext, scan_pci
 from devplugin_core.testing import FakeHost, scan_once
 from devplugin_core.toolkit import decode
-from devplugin_plugins.rdma_shared import build
-from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
 
 from .helpers import (
     IB,

@@ -12,9 +12,9 @@ import os
 
 import grpc
 import pytest
+from devplugin_plugins.rdma_shared import SPEC as SPEC_UNDER_TEST
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from devplugin_plugins.rdma_shared import SPEC as SPEC_UNDER_TEST
 
 from .helpers import IB, IBDEV, NETDEV, NODES, RDMA_CM, ROCE0, ROCE1, config, resource
 

@@ -8,6 +8,9 @@ from typing import Any
 
 import grpc
 import pytest
+from devplugin_plugins.rdma_shared import SPEC, build
+from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
+from devplugin_plugins.rdma_shared.preflight import ExclusiveNetnsModeError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,9 +25,6 @@ from devplugin_core.testing import (
     write_config,
 )
 from devplugin_core.toolkit import decode
-from devplugin_plugins.rdma_shared import SPEC, build
-from devplugin_plugins.rdma_shared.config import RdmaSharedConfig
-from devplugin_plugins.rdma_shared.preflight import ExclusiveNetnsModeError
 
 from .helpers import IB, IBDEV, INTEL, NETDEV, NODES, RDMA_CM, ROCE0, ROCE1, config, resource
 

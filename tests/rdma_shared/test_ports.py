@@ -6,6 +6,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from devplugin_plugins.rdma_shared import verbs
+from devplugin_plugins.rdma_shared.allocator import SharedSlotAllocator
+from devplugin_plugins.rdma_shared.ports import (
+    HcaRef,
+    PortRef,
+    hca_down_reason,
+    read_netdev,
+    read_port,
+)
 
 from devplugin_core import (
     AllocationRequest,
@@ -16,15 +25,6 @@ from devplugin_core import (
     PreferredRequest,
 )
 from devplugin_core.testing import FakeHost
-from devplugin_plugins.rdma_shared import verbs
-from devplugin_plugins.rdma_shared.allocator import SharedSlotAllocator
-from devplugin_plugins.rdma_shared.ports import (
-    HcaRef,
-    PortRef,
-    hca_down_reason,
-    read_netdev,
-    read_port,
-)
 
 from .helpers import IB, IBDEV, NETDEV, ROCE0
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devplugin_plugins.sriov_net import SPEC, build
+from devplugin_plugins.sriov_net.config import SriovNetConfig
 from prometheus_client import CollectorRegistry
 
 from devplugin_core import Device, PluginContext, Scan
@@ -29,8 +31,6 @@ from devplugin_core._api import Rejection
 from devplugin_core._runtime import PluginRuntime
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_core.toolkit import decode
-from devplugin_plugins.sriov_net import SPEC, build
-from devplugin_plugins.sriov_net.config import SriovNetConfig
 
 PF = "0000:03:00.0"
 VF = [f"0000:03:02.{i}" for i in range(4)]

@@ -9,9 +9,9 @@ import stat
 
 import grpc
 import pytest
+from devplugin_plugins.sriov_net import SPEC
 
 from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
-from devplugin_plugins.sriov_net import SPEC
 
 from .helpers import (
     SECTION_7_4,

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devplugin_plugins.sriov_net import SPEC
+from devplugin_plugins.sriov_net.config import AcceleratorResource, NetResource
 
 from devplugin_core import ConfigError
 from devplugin_core._runtime import PluginRuntime, RuntimeOptions
 from devplugin_core.cli import main
-from devplugin_plugins.sriov_net import SPEC
-from devplugin_plugins.sriov_net.config import AcceleratorResource, NetResource
 
 from .helpers import SECTION_7_4, doc, pool
 

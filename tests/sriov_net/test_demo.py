@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from devplugin_core.testing import FakeHost, FakeKubelet
 from devplugin_plugins.sriov_net import SPEC
+
+from devplugin_core.testing import FakeHost, FakeKubelet
 
 from .helpers import ids, info, serve
 
@@ -36,10 +37,11 @@ async def test_demo_node_serves_every_pool(fake_host: FakeHost, fake_kubelet: Fa
 
 
 def test_default_device_info_dir_stays_under_a_fake_root(fake_host: FakeHost) -> None:
-    from devplugin_core import PluginContext
-    from devplugin_core.toolkit import decode
     from devplugin_plugins.sriov_net import build
     from devplugin_plugins.sriov_net.config import SriovNetConfig
+
+    from devplugin_core import PluginContext
+    from devplugin_core.toolkit import decode
 
     assert SPEC.demo is not None
     document = SPEC.demo(fake_host)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from devplugin_core.testing import FakeHost
 from devplugin_plugins.sriov_net.discovery import VfInfo
 from devplugin_plugins.sriov_net.specs import Needs
+
+from devplugin_core.testing import FakeHost
 
 from .helpers import MGMT, PF, SECTION_7_4, VF, add_pf_with_vfs, discover, doc, intel_node, pool
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from devplugin_core.testing import FakeHost, FakeKubelet, write_config
 from devplugin_plugins.sriov_net.discovery import VfInfo
+
+from devplugin_core.testing import FakeHost, FakeKubelet, write_config
 
 from .helpers import (
     PF,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devplugin_plugins.sriov_net.routes import default_route_netdevs
+
 from devplugin_core import HostFS
 from devplugin_core.testing import FakeHost
-from devplugin_plugins.sriov_net.routes import default_route_netdevs
 
 from .helpers import ROUTE_HEADER
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from devplugin_core import PluginContext, Scan
-from devplugin_core.testing import FakeHost
-from devplugin_core.toolkit import decode
 from devplugin_plugins.sriov_net import build
 from devplugin_plugins.sriov_net.config import SriovNetConfig
 from devplugin_plugins.sriov_net.deviceinfo import DeviceInfoFiles
 from devplugin_plugins.sriov_net.links import read_link
 from devplugin_plugins.sriov_net.netlink import IFF_LOWER_UP, IFF_UP, LinkMonitor, link_usable
+
+from devplugin_core import PluginContext, Scan
+from devplugin_core.testing import FakeHost
+from devplugin_core.toolkit import decode
 
 from .helpers import PF, SECTION_7_4, VF, intel_node
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from devplugin_plugins.sriov_net.config import SriovNetConfig
 
 from devplugin_core.cli import main
 from devplugin_core.testing import FakeHost, FakeKubelet
 from devplugin_core.toolkit import decode
-from devplugin_plugins.sriov_net.config import SriovNetConfig
 
 from .helpers import add_pf_with_vfs, discover, ids, info, serve
 
