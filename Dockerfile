@@ -42,9 +42,10 @@ COPY devplugin_core/ devplugin_core/
 COPY plugins/ plugins/
 # The project's own dependency ranges (pyproject.toml) apply; no build tools are needed since
 # every dependency ships wheels for CPython 3.11 on amd64 and arm64 (pip's index, or the
-# wheelhouse that make image mounts at /wheels).
+# wheelhouse that make image mounts at /wheels). Bytecode is compiled here: the root
+# filesystem is read-only at run time, so without it every start would compile every import.
 RUN python3 -m venv --system-site-packages /opt/devplugin \
-    && /opt/devplugin/bin/pip install --no-cache-dir --no-compile /src \
+    && /opt/devplugin/bin/pip install --no-cache-dir /src \
     && /opt/devplugin/bin/pip uninstall --yes --no-cache-dir pip setuptools \
     && /opt/devplugin/bin/devplugin list
 

@@ -1,11 +1,12 @@
 """Allocate and GetPreferredAllocation for one pool.
 
-Allocate re-reads each requested function (driver, IOMMU group, uio and RDMA devices), takes
-what its selector adds (RDMA, vhost-net, ``additionalInfo``) from the device's
-:class:`~.discovery.VfInfo`, and returns its device nodes plus ``PCIDEVICE_<PREFIX>_<NAME>``
-and ``..._INFO`` exactly as upstream formats them — except that the ``uio`` entry is complete
-on the first allocation too (upstream fills it only after the device specs were computed
-once). netDevice pools also write the device-info files.
+Allocate re-reads each requested function (driver, IOMMU group, uio, RDMA and vDPA devices;
+for an SF its RDMA devices), takes what its selector adds (RDMA, vhost-net, vDPA,
+``additionalInfo``) from the device's :class:`~.pools.VfInfo`, and returns its device nodes
+plus ``PCIDEVICE_<PREFIX>_<NAME>`` and ``..._INFO`` exactly as upstream formats them — except
+that the ``uio`` and ``vdpa`` entries are complete on the first allocation too (upstream fills
+them only after the device specs were computed once). netDevice and auxNetDevice pools also
+write the device-info files.
 
 Preferred allocation (upstream has none): keep ``must_include``, fit the request into one NUMA
 node when possible, and inside it spread the VFs over as many PFs as possible (a PF or cable
@@ -31,9 +32,9 @@ from devplugin_core import (
 )
 from devplugin_core.toolkit import pcidevice_env
 
-from .deviceinfo import DeviceInfoFiles
-from .discovery import PoolSpec, VfInfo
-from .specs import build_specs, read_state
+from .deviceinfo import DeviceInfoFiles, aux_document, pci_document, vdpa_document
+from .pools import PoolSpec, VfInfo
+from .specs import FunctionState, build_specs, read_state
 
 __all__ = ["PoolAllocator", "pf_level"]
 
@@ -49,27 +50,55 @@ class PoolAllocator(Allocator):
     def __init__(self, host: HostFS, spec: PoolSpec, device_info: DeviceInfoFiles | None) -> None:
         self.host = host
         self.spec = spec
-        self.device_info = device_info if spec.is_net else None
+        self.device_info = device_info if spec.writes_device_info else None
+
+    def _state(self, device: Device, payload: VfInfo) -> FunctionState:
+        what = "Scalable Function" if payload.bus == "auxiliary" else "PCI function"
+        try:
+            state = read_state(
+                self.host,
+                device.id,
+                vdpa=bool(payload.needs.vdpa),
+                bus=payload.bus,
+                driver=payload.driver,
+            )
+        except HostReadError as err:
+            raise AllocationError(f"cannot read {device.id}: {err}", [device.id]) from None
+        if state is None:
+            raise AllocationError(f"{what} {device.id} no longer exists", [device.id])
+        wanted = payload.needs.vdpa
+        if wanted and (state.vdpa is None or state.vdpa.kind != wanted):
+            now = "has none" if state.vdpa is None else f"has {state.vdpa.state()}"
+            raise AllocationError(
+                f"{device.id}: the pool wants a {wanted} vDPA device, the function {now}",
+                [device.id],
+            )
+        return state
+
+    @staticmethod
+    def _document(device: Device, payload: VfInfo, state: FunctionState) -> dict[str, object]:
+        if payload.bus == "auxiliary":
+            return aux_document(device.id, payload.pf, state.rdma_names)
+        if payload.needs.vdpa and state.vdpa is not None:
+            vdpa = state.vdpa
+            return vdpa_document(device.id, vdpa.name, vdpa.kind, vdpa.path)
+        return pci_document(device.id, state.rdma_names)
 
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
         parts = []
         info = {}
-        rdma: dict[str, tuple[str, ...]] = {}
+        documents: dict[str, dict[str, object]] = {}
         for device in request.devices:
-            try:
-                state = read_state(self.host, device.id)
-            except HostReadError as err:
-                raise AllocationError(f"cannot read {device.id}: {err}", [device.id]) from None
-            if state is None:
-                raise AllocationError(f"PCI function {device.id} no longer exists", [device.id])
-            nodes, info[device.id] = build_specs(self.host, state, device.payload_as(VfInfo).needs)
-            rdma[device.id] = state.rdma_names
+            payload = device.payload_as(VfInfo)
+            state = self._state(device, payload)
+            nodes, info[device.id] = build_specs(self.host, state, payload.needs)
+            documents[device.id] = self._document(device, payload, state)
             parts.append(ContainerEdits(device_nodes=nodes))
         env = pcidevice_env(self.spec.prefix, self.spec.resource_name, request.ids, info)
         if self.device_info is not None:
             for device_id in request.ids:
                 try:
-                    self.device_info.write(self.spec.name, device_id, rdma[device_id])
+                    self.device_info.write(self.spec.name, device_id, document=documents[device_id])
                 except OSError as err:
                     raise AllocationError(
                         f"cannot write the device-info file for {device_id} in "

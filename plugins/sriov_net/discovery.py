@@ -1,29 +1,37 @@
-"""The scan: one PCI pass fills every pool, first match wins; each device carries a VfInfo.
+"""The scan: one host pass fills every pool, first match wins; each device carries a VfInfo.
 
-:class:`SriovScanner` scans PCI once per pass, drops what upstream drops (no driver, SR-IOV PFs
-with VFs enabled, devices holding a default route), builds selector candidates, assigns each to
-the first pool and selector that match (``devplugin_core.assign``) and adds every pool's
-devices to the scan, rejections included. Each device's payload is a :class:`VfInfo`: what
-Allocate, the health checks and the metrics need, so none of them shares state with the scan.
+:class:`SriovScanner` scans PCI once per pass and builds three groups of candidates, as
+upstream's three device providers do:
 
-A VF used by a pod has no netdev (and, with exclusive RDMA, no RDMA device) in the host
+* netDevice: class 0x02 functions minus what upstream drops (no driver, SR-IOV PFs with VFs
+  enabled, devices holding a default route), each with its vDPA device when a pool asks for
+  ``vdpaType`` and its DDP profile read lazily for ``ddpProfiles``;
+* accelerator: class 0x12 functions with a driver;
+* auxNetDevice: the Scalable Functions under any class 0x02 function (:mod:`.aux`; upstream
+  applies no netDevice exclusion to their parents).
+
+Each group is assigned to its pools (``devplugin_core.toolkit.assign``: first pool and first
+selector win; IDs of different groups never collide) and every pool's devices are added to the
+scan, rejections included. Each device's payload is a :class:`~.pools.VfInfo`: what Allocate,
+the health checks and the metrics need, so none of them shares state with the scan.
+
+A VF or SF used by a pod has no netdev (and, with exclusive RDMA, no RDMA device) in the host
 namespace. So that it keeps its pool, a VF without netdev takes its link type from its PF
-(``Candidate.from_pci``), is RDMA-capable when it is bound to a kernel driver and its PF is, and
-keeps the netdev-derived attributes it had in the previous pass while its driver is unchanged
-(the scanner's memo of the last pass, used only by the scan).
+(``Candidate.from_pci``), is RDMA-capable when it is bound to a kernel driver and its PF is,
+and a VF or SF keeps the netdev-derived attributes it had in the previous pass while its driver
+and parent are unchanged (the scanner's memo of the last pass, used only by the scan).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 from devplugin_core import (
     ContainerEdits,
     Device,
     HostFS,
+    HostReadError,
     PciDevice,
     PciScan,
     Resource,
@@ -31,130 +39,51 @@ from devplugin_core import (
     Scanner,
     scan_pci,
 )
-from devplugin_core.toolkit import (
-    SYS_PCI_DEVICES,
-    SYS_PCI_DRIVERS,
-    AcceleratorSelectors,
-    Candidate,
-    Pool,
-    Selector,
-    additional_info,
-    assign,
-    match_flag,
-    match_values,
-    match_vf_ranges,
-    natural_key,
-    parse_vf_range,
-)
+from devplugin_core.toolkit import SYS_PCI_DEVICES, SYS_PCI_DRIVERS, assign, natural_key
 
-from .config import AcceleratorResource, NetResource, NetSelectors
+from .aux import SYS_AUX, AuxDevice, aux_names_of, link_type_of, read_aux, uplink_representor
+from .config import NetResource
+from .ddp import DdpProfiles, DdpSource
 from .links import uplink_netdev
+from .pools import ACCEL_CLASS, NET_CLASS, NetCandidate, PoolSpec, VfInfo
 from .routes import default_route_netdevs
-from .specs import USERSPACE_DRIVERS, FunctionState, Needs, build_specs, state_from_scan
+from .specs import (
+    USERSPACE_DRIVERS,
+    FunctionState,
+    Needs,
+    build_specs,
+    rdma_below,
+    state_from_scan,
+)
+from .vdpa import SYS_VDPA, VdpaDevice, vdpa_by_function
 
 __all__ = ["ACCEL_CLASS", "NET_CLASS", "PoolSpec", "SriovScanner", "VfInfo"]
 
-NET_CLASS = 0x02
-ACCEL_CLASS = 0x12
+SYS_VDPA_DRIVERS = "/sys/bus/vdpa/drivers"
+#: one candidate and what building its Device needs (its function, or an SF and its parent)
+Found = tuple[NetCandidate, PciDevice, AuxDevice | None]
 
 
-def net_selector(s: NetSelectors) -> Selector:
-    """Upstream's netDevice filter order (``GetFilteredDevices``)."""
-    return Selector.of(
-        match_values("vendors", "vendor", s.vendors),
-        match_values("devices", "device", s.devices),
-        match_values("drivers", "driver", s.drivers),
-        match_values("pciAddresses", "address", s.pci_addresses),
-        match_values("acpiIndexes", "acpi_index", s.acpi_indexes),
-        match_vf_ranges("pfNames", "pf_name", [parse_vf_range(v) for v in s.pf_names]),
-        match_vf_ranges("rootDevices", "pf_address", [parse_vf_range(v) for v in s.root_devices]),
-        match_values("linkTypes", "link_type", s.link_types),
-        match_values("pKeys", "pkey", s.pkeys),
-        match_flag("isRdma", "is_rdma", s.is_rdma),
-    )
-
-
-def accelerator_selector(s: AcceleratorSelectors) -> Selector:
-    return Selector.of(
-        match_values("vendors", "vendor", s.vendors),
-        match_values("devices", "device", s.devices),
-        match_values("drivers", "driver", s.drivers),
-        match_values("pciAddresses", "address", s.pci_addresses),
-    )
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    """One configured pool: its names, its config entry and its compiled selectors."""
-
-    name: str
-    prefix: str
-    entry: NetResource | AcceleratorResource
-
-    @property
-    def resource_name(self) -> str:
-        return self.entry.resource_name
-
-    @property
-    def is_net(self) -> bool:
-        return isinstance(self.entry, NetResource)
-
-    @property
-    def pci_class(self) -> int:
-        return NET_CLASS if self.is_net else ACCEL_CLASS
-
-    @cached_property
-    def pool(self) -> Pool:
-        entry = self.entry
-        if isinstance(entry, NetResource):
-            return Pool(self.name, tuple(net_selector(s) for s in entry.selectors))
-        return Pool(self.name, tuple(accelerator_selector(s) for s in entry.selectors))
-
-    def needs(self, selector: int, candidate: Candidate) -> Needs:
-        """What the selector that matched adds (RDMA only for RDMA-capable devices), plus the
-        pool's ``additionalInfo`` for this device (``None`` when the pool has none)."""
-        entry = self.entry
-        rdma = vhost = False
-        if isinstance(entry, NetResource):
-            chosen = entry.selectors[selector]
-            rdma = chosen.is_rdma and candidate.is_rdma
-            vhost = chosen.need_vhost_net
-        table = entry.additional_info
-        extra = None if table is None else tuple(additional_info(table, candidate.address).items())
-        return Needs(rdma=rdma, vhost_net=vhost, extra=extra)
-
-
-@dataclass(frozen=True)
-class VfInfo:
-    """The payload of every sriov-net device (a VF, or a function pooled whole).
-
-    ``pf``/``pf_netdev``: the PF's PCI address and uplink netdev as the scan saw them (``""``
-    without a PF), for the health checks, the metrics and the PF spread of preferred
-    allocation; ``needs``: what the matching selector adds at Allocate (RDMA nodes, vhost-net,
-    ``additionalInfo``); ``numa_node``: as sysfs shows it, also under ``excludeTopology``.
-    """
-
-    driver: str
-    pf: str = ""
-    pf_netdev: str = ""
-    vf_index: int | None = None
-    numa_node: int | None = None
-    needs: Needs = Needs()
-
-
-def _attributes(c: Candidate, state: FunctionState, needs: Needs) -> dict[str, str]:
+def _attributes(c: NetCandidate, state: FunctionState, needs: Needs) -> dict[str, str]:
     """What ``devplugin discover`` shows (display only)."""
     attrs = {"driver": c.driver, "vendor": c.vendor, "device": c.device}
     if c.pf_address:
         attrs.update(pf=c.pf_address, pfName=c.pf_name)
     if c.vf_index is not None:
-        attrs["vf"] = str(c.vf_index)
+        attrs["sfnum" if c.aux_type else "vf"] = str(c.vf_index)
+    if c.aux_type:
+        attrs.update(auxType=c.aux_type, netdev=c.netdev)
     if c.link_type:
         attrs["linkType"] = c.link_type
     if state.rdma_names:
         attrs["rdma"] = ",".join(state.rdma_names)
     if state.iommu_group is not None:
         attrs["iommuGroup"] = state.iommu_group
+    if c.vdpa is not None:
+        attrs["vdpa"] = f"{c.vdpa.name} ({c.vdpa.kind or 'unbound'})"
+    ddp = c.ddp.peek() if c.ddp is not None else None
+    if ddp is not None and ddp.profile:
+        attrs["ddpProfile"] = ddp.profile
     if needs.rdma:
         attrs["isRdma"] = "true"
     if needs.vhost_net:
@@ -163,25 +92,40 @@ def _attributes(c: Candidate, state: FunctionState, needs: Needs) -> dict[str, s
 
 
 class SriovScanner(Scanner):
-    """Every pool's devices from one PCI pass; the fingerprint says when to scan again."""
+    """Every pool's devices from one host pass; the fingerprint says when to scan again."""
 
-    def __init__(self, pools: Iterable[tuple[PoolSpec, Resource]]) -> None:
+    def __init__(
+        self, pools: Iterable[tuple[PoolSpec, Resource]], ddp: DdpSource | None = None
+    ) -> None:
         self.pools = tuple(pools)
+        self.ddp = ddp
         self._classes = frozenset(spec.pci_class for spec, _ in self.pools)
-        # memo of the last pass: candidates (for pod-held VFs) and what the fingerprint watches
-        self._seen: dict[str, Candidate] = {}
-        self._watched: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # functions, PFs
+        self._pooled = frozenset(spec.pci_class for spec, _ in self.pools if spec.kind != "aux")
+        self._aux = any(spec.kind == "aux" for spec, _ in self.pools)
+        net = [
+            s
+            for spec, _ in self.pools
+            if isinstance(spec.entry, NetResource)
+            for s in spec.entry.selectors
+        ]
+        self._vdpa = any(s.vdpa_type for s in net)
+        self._ddp = any(s.ddp_profiles for s in net)
+        # memo of the last pass: candidates (for pod-held VFs/SFs) and what the fingerprint
+        # watches: PCI functions, PFs, SF parents
+        self._seen: dict[str, NetCandidate] = {}
+        self._watched: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
     def scan(self, scan: Scan) -> None:
         host = scan.host
         pci = scan_pci(host, classes=self._classes, rdma=True)
-        routes = default_route_netdevs(host) if NET_CLASS in self._classes else frozenset()
+        routes = default_route_netdevs(host) if NET_CLASS in self._pooled else frozenset()
+        vdpa = vdpa_by_function(host) if self._vdpa else {}
+        ddp = DdpProfiles(self.ddp) if self._ddp and self.ddp is not None else None
         devices = sorted(pci.devices.values(), key=lambda d: natural_key(d.address))
-        candidates: dict[int, list[Candidate]] = {NET_CLASS: [], ACCEL_CLASS: []}
-        kept: dict[str, PciDevice] = {}
+        groups: dict[str, list[Found]] = {"net": [], "accel": [], "aux": []}
         for dev in devices:
             kind = dev.base_class
-            if kind not in self._classes:
+            if kind not in self._pooled:
                 continue
             reason = self._excluded(dev, routes) if kind == NET_CLASS else None
             if reason is None and not dev.driver:
@@ -189,16 +133,17 @@ class SriovScanner(Scanner):
             if reason:
                 scan.reject(dev.address, reason)
                 continue
-            kept[dev.address] = dev
-            candidates[kind].append(self._candidate(host, dev, pci))
-        self._seen = {c.address: c for group in candidates.values() for c in group}
-        for kind, group in candidates.items():
-            pools = [(spec, res) for spec, res in self.pools if spec.pci_class == kind]
+            c = self._candidate(host, dev, pci, vdpa.get(dev.address), ddp)
+            groups["net" if kind == NET_CLASS else "accel"].append((c, dev, None))
+        if self._aux:
+            groups["aux"] = self._sf_candidates(scan, devices)
+        self._seen = {c.address: c for group in groups.values() for c, _, _ in group}
+        for kind, group in groups.items():
+            pools = [(spec, res) for spec, res in self.pools if spec.kind == kind]
             if pools:
-                self._assign(scan, pci, pools, group, kept)
-        pfs = {d.physfn for d in kept.values() if d.physfn} | {
-            d.address for d in devices if d.is_pf
-        }
+                self._assign(scan, pools, group, lambda *a: self._device(host, pci, *a))
+        pfs = {d.physfn for _, d, _ in groups["net"] if d.physfn}
+        pfs |= {d.address for d in devices if d.is_pf} | {d.address for _, d, _ in groups["aux"]}
         self._watched = (tuple(d.address for d in devices), tuple(sorted(pfs, key=natural_key)))
 
     @staticmethod
@@ -211,38 +156,106 @@ class SriovScanner(Scanner):
             return f"SR-IOV PF with {dev.sriov_numvfs} VFs enabled (its VFs are pooled instead)"
         return None
 
-    def _candidate(self, host: HostFS, dev: PciDevice, pci: PciScan) -> Candidate:
-        c = Candidate.from_pci(dev, pci)
+    def _remembered(self, c: NetCandidate) -> NetCandidate:
+        """A netdev-less VF or SF keeps what the previous pass saw while nothing else changed."""
+        before = self._seen.get(c.address)
+        if before is None or (before.driver, before.pf_address) != (c.driver, c.pf_address):
+            return c
+        return dataclasses.replace(
+            c,
+            is_rdma=c.is_rdma or before.is_rdma,
+            pkey=c.pkey or before.pkey,
+            link_type=c.link_type or before.link_type,
+        )
+
+    def _candidate(
+        self,
+        host: HostFS,
+        dev: PciDevice,
+        pci: PciScan,
+        vdpa: VdpaDevice | None,
+        ddp: DdpProfiles | None,
+    ) -> NetCandidate:
+        c = NetCandidate.from_pci(dev, pci)
         pf = pci.pf_of(dev)
+        extra: dict[str, object] = {"vdpa": vdpa}
+        if ddp is not None:
+            extra["ddp"] = ddp.ref(dev.address, dev.physfn or "")
         if pf is not None and len(pf.netdevs) > 1:
-            c = dataclasses.replace(c, pf_name=uplink_netdev(host, pf.address, pf.netdevs))
+            extra["pf_name"] = uplink_netdev(host, pf.address, pf.netdevs)
+        c = dataclasses.replace(c, **extra)  # type: ignore[arg-type]
         if dev.is_vf and not dev.netdevs:
             in_kernel = (dev.driver or "") not in USERSPACE_DRIVERS
             if in_kernel and not c.is_rdma and pf is not None and pf.rdma_devices:
                 c = dataclasses.replace(c, is_rdma=True)
-            before = self._seen.get(dev.address)
-            if before is not None and (before.driver, before.pf_address) == (
-                c.driver,
-                c.pf_address,
-            ):
-                c = dataclasses.replace(
-                    c,
-                    is_rdma=c.is_rdma or before.is_rdma,
-                    pkey=c.pkey or before.pkey,
-                    link_type=c.link_type or before.link_type,
-                )
+            c = self._remembered(c)
         return c
+
+    def _sf_candidates(self, scan: Scan, devices: Sequence[PciDevice]) -> list[Found]:
+        """The Scalable Functions under every class 0x02 function (:mod:`.aux`)."""
+        host, out = scan.host, []
+        for dev in devices:
+            if dev.base_class != NET_CLASS:
+                continue
+            names = aux_names_of(host, dev)
+            if not names:
+                continue
+            problem = ""
+            if not host.exists(f"{SYS_PCI_DEVICES}/{dev.address}/net"):
+                problem = f"its parent {dev.address} has no net/ directory"
+            elif not dev.driver:
+                problem = f"its parent {dev.address} has no driver bound"
+            uplink = "" if problem else uplink_representor(host, dev)
+            for name in names:
+                try:
+                    aux = read_aux(host, name, dev.address)
+                except HostReadError as err:
+                    scan.reject(name, f"cannot read it: {err}")
+                    continue
+                why = problem or self._sf_problem(aux, uplink, dev)
+                if why or aux is None:
+                    scan.reject(name, why or "not on the auxiliary bus")
+                    continue
+                c = NetCandidate(
+                    address=name,
+                    vendor=dev.vendor,
+                    device=dev.device,
+                    driver=dev.driver or "",
+                    netdev=aux.netdevs[0] if aux.netdevs else "",
+                    pf_name=uplink,
+                    pf_address=dev.address,
+                    vf_index=aux.sfnum,
+                    link_type=link_type_of(host, aux),
+                    is_rdma=bool(aux.rdma),
+                    aux_type=aux.aux_type,
+                )
+                out.append((self._remembered(c) if not aux.netdevs else c, dev, aux))
+        return out
+
+    @staticmethod
+    def _sf_problem(aux: AuxDevice | None, uplink: str, parent: PciDevice) -> str:
+        """Why upstream's NewAuxNetDevice would not build this auxiliary device."""
+        if aux is None:
+            return ""
+        if aux.sfnum is None:
+            return "not a Scalable Function: no readable sfnum"
+        if not aux.aux_type:
+            return "its name is not <driver>.<type>.<index>"
+        if not uplink:
+            pf = parent.physfn or parent.address
+            return f"no uplink representor on {pf} (its eswitch is not in switchdev mode)"
+        return ""
 
     def _assign(
         self,
         scan: Scan,
-        pci: PciScan,
         pools: Sequence[tuple[PoolSpec, Resource]],
-        candidates: list[Candidate],
-        kept: dict[str, PciDevice],
+        found: list[Found],
+        build: Callable[[PoolSpec, NetCandidate, int, PciDevice, AuxDevice | None], Device],
     ) -> None:
         compiled = [spec.pool for spec, _ in pools]
-        placed = assign(candidates, compiled)
+        context = {c.address: (dev, aux) for c, dev, aux in found}
+        placed = assign([c for c, _, _ in found], compiled)
         for address, reasons in placed.rejections.items():
             scan.reject(address, "matches no pool: " + "; ".join(reasons))
         for index, (spec, resource) in enumerate(pools):
@@ -256,19 +269,38 @@ class SriovScanner(Scanner):
                             "(a device belongs to one pool)",
                             later.name,
                         )
-                dev = kept[candidate.address]
-                members.append(self._device(scan.host, spec, candidate, selector, dev, pci))
+                assert isinstance(candidate, NetCandidate)
+                members.append(build(spec, candidate, selector, *context[candidate.address]))
             scan.add(resource, *members)
 
     @staticmethod
     def _device(
-        host: HostFS, spec: PoolSpec, c: Candidate, selector: int, dev: PciDevice, pci: PciScan
+        host: HostFS,
+        pci: PciScan,
+        spec: PoolSpec,
+        c: NetCandidate,
+        selector: int,
+        dev: PciDevice,
+        aux: AuxDevice | None,
     ) -> Device:
-        state = state_from_scan(dev, pci)
-        needs = spec.needs(selector, c)
+        needs = spec.needs(selector, c, dev.address if aux is not None else "")
+        if aux is not None:
+            rdma = rdma_below(host, aux.path, aux.name) if needs.rdma else ()
+            state = FunctionState(address=aux.name, driver=c.driver, rdma=rdma)
+        else:
+            state = state_from_scan(dev, pci, c.vdpa if needs.vdpa else None)
         nodes, _ = build_specs(host, state, needs)
         numa = dev.numa_node
-        info = VfInfo(c.driver, c.pf_address, c.pf_name, c.vf_index, numa, needs)
+        info = VfInfo(
+            c.driver,
+            c.pf_address,
+            c.pf_name,
+            c.vf_index,
+            numa,
+            needs,
+            bus="auxiliary" if aux is not None else "pci",
+            vdpa=c.vdpa.name if c.vdpa is not None and needs.vdpa else "",
+        )
         return Device(
             c.address,
             () if numa is None or spec.entry.exclude_topology else (numa,),
@@ -278,10 +310,12 @@ class SriovScanner(Scanner):
         )
 
     def fingerprint(self, host: HostFS) -> Hashable:
-        """PCI functions present, VFs enabled and netdev names per PF (``pfNames``), which
-        functions each driver holds (a rebind), RDMA devices, and which netdevs hold a default
-        route. While it does not change the periodic full rescans are skipped (one still runs
-        every tenth interval); a VF's netdev moving into a pod does not change it."""
+        """PCI functions present, VFs enabled and netdev names per PF (``pfNames``; an SF
+        parent's representors too), which functions each driver holds (a rebind), RDMA
+        devices, which netdevs hold a default route, and — when pools use them — the
+        auxiliary devices (SFs created or deleted) and vDPA devices with their drivers. While
+        it does not change the periodic full rescans are skipped (one still runs every tenth
+        interval); a VF's netdev moving into a pod does not change it."""
         functions, pfs = self._watched
         known = set(functions)
         bound = tuple(
@@ -294,5 +328,20 @@ class SriovScanner(Scanner):
             tuple(tuple(host.listdir(f"{SYS_PCI_DEVICES}/{pf}/net")) for pf in pfs),
             bound,
             tuple(host.listdir("/sys/class/infiniband")),
-            default_route_netdevs(host) if NET_CLASS in self._classes else frozenset(),
+            default_route_netdevs(host) if NET_CLASS in self._pooled else frozenset(),
+            tuple(host.listdir(SYS_AUX)) if self._aux else (),
+            self._vdpa_fingerprint(host) if self._vdpa else (),
+        )
+
+    @staticmethod
+    def _vdpa_fingerprint(host: HostFS) -> Hashable:
+        drivers: Mapping[str, list[str]] = {
+            d: host.listdir(f"{SYS_VDPA_DRIVERS}/{d}") for d in host.listdir(SYS_VDPA_DRIVERS)
+        }
+        return (
+            tuple(host.listdir(SYS_VDPA)),
+            tuple(
+                (d, tuple(n for n in names if n not in ("bind", "unbind", "uevent")))
+                for d, names in drivers.items()
+            ),
         )

@@ -1,14 +1,17 @@
-"""VF health (upstream has none): PF link down or PCI function gone means Unhealthy.
+"""VF and SF health (upstream has none): PF link down or device gone means Unhealthy.
 
-Each pool's checker works from its devices' :class:`~.discovery.VfInfo` payloads. Per tick it
-costs one listing of ``/sys/bus/pci/devices`` and one link lookup per PF (the uplink netdev
-from the payload; the PF's ``net/`` is re-listed only when that name is gone) — never a PCI
-rescan. Link changes arrive as netlink events (:mod:`.netlink`), which wake the check at once;
-the periodic tick (1 s by default) is the fallback when netlink is unavailable and also catches
-vanished functions, which are reported ``gone`` so that the framework rescans at once. A VF's
-own netdev is never looked at: it leaves the host namespace whenever a pod uses the VF, which
-is not a fault. PFs pooled whole (no VFs) are only checked for existence: a passed-through PF's
-link lives in the pod.
+Each pool's checker works from its devices' :class:`~.pools.VfInfo` payloads. Per tick it
+costs one listing of ``/sys/bus/pci/devices`` (``/sys/bus/auxiliary/devices`` for SFs,
+``/sys/bus/vdpa/devices`` for vDPA pools) and one link lookup per PF (the uplink netdev from
+the payload; the PF's ``net/`` is re-listed only when that name is gone) — never a PCI rescan.
+An SF's PF is its parent, whose uplink representor carries its traffic; a vDPA pool's VF is
+also Unhealthy when its vDPA device is gone. Link changes arrive as netlink events
+(:mod:`.netlink`), which wake the check at once; the periodic tick (1 s by default) is the
+fallback when netlink is unavailable and also catches vanished functions (and SFs and vDPA
+devices), which are reported ``gone`` so that the framework rescans at once. A VF's (or SF's)
+own netdev is never looked at: it leaves the host namespace whenever a pod uses the device,
+which is not a fault. PFs pooled whole (no VFs) are only checked for existence: a
+passed-through PF's link lives in the pod.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from devplugin_core import Device, HealthChecker, HostFS, Observation
 from devplugin_core.toolkit import SYS_PCI_DEVICES
 
-from .discovery import PoolSpec, VfInfo
+from .aux import SYS_AUX
 from .links import read_link
 from .netlink import LinkMonitor
+from .pools import PoolSpec, VfInfo
+from .vdpa import SYS_VDPA
 
 __all__ = ["DEFAULT_HEALTH_INTERVAL", "PoolHealth"]
 
@@ -78,10 +83,23 @@ class PoolHealth(HealthChecker):
                 for device in members:
                     out[device.health_key] = Observation.bad(problem)
         if self.check_exists:
-            present = self.host.names(SYS_PCI_DEVICES)  # one listing, not one stat per device
+            listings: dict[str, frozenset[str]] = {}  # one listing per bus, not one stat each
+
+            def present(bus: str, name: str) -> bool:
+                if bus not in listings:
+                    listings[bus] = self.host.names(bus)
+                return name in listings[bus]
+
             for device in devices:
-                if device.id not in present:
-                    out[device.health_key] = Observation.gone(f"PCI function {device.id} vanished")
+                info = device.payload_as(VfInfo)
+                sf = info.bus == "auxiliary"
+                if not present(SYS_AUX if sf else SYS_PCI_DEVICES, device.id):
+                    what = "Scalable Function" if sf else "PCI function"
+                    out[device.health_key] = Observation.gone(f"{what} {device.id} vanished")
+                elif info.vdpa and not present(SYS_VDPA, info.vdpa):
+                    out[device.health_key] = Observation.gone(
+                        f"vDPA device {info.vdpa} of {device.id} vanished"
+                    )
         return out
 
     async def watch(

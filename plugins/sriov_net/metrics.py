@@ -6,9 +6,10 @@ in the scrape thread.
 
 * ``devplugin_sriov_pool_vfs{resource}`` and ``devplugin_sriov_pool_vfs_healthy{resource}``:
   devices per pool and how many of them are advertised Healthy;
-* ``devplugin_sriov_vf_info{resource,device,pf,vf,driver,numa_node}`` = 1, a join helper;
+* ``devplugin_sriov_vf_info{resource,device,pf,vf,driver,numa_node}`` = 1, a join helper
+  (for an SF: ``pf`` is its parent, ``vf`` its SF number);
 * ``devplugin_sriov_pf_link_up{pf,netdev}`` (1/0; absent while unknown) and
-  ``devplugin_sriov_pf_vfs_enabled{pf}`` (``sriov_numvfs``) for the PFs of pooled VFs;
+  ``devplugin_sriov_pf_vfs_enabled{pf}`` (``sriov_numvfs``) for the PFs of pooled VFs and SFs;
 * VF traffic counters where the PF driver exposes them in sysfs
   (``/sys/bus/pci/devices/<pf>/sriov/<vf>/stats/``, Intel's i40e/ice): bytes and packets in
   both directions, drops, errors, multicast and broadcast, as ``..._total`` counters labelled
@@ -26,9 +27,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from devplugin_core import HostFS, HostReadError, Snapshot
 from devplugin_core.toolkit import SYS_PCI_DEVICES
 
-from .discovery import VfInfo
 from .links import read_link
 from .netlink import LinkMonitor
+from .pools import VfInfo
 
 __all__ = ["VF_STATS", "SriovCollector"]
 
@@ -106,7 +107,7 @@ class SriovCollector:
                 info.add_metric([resource, device.id, pf, vf, vf_info.driver, numa], 1)
                 if pf:
                     pfs.setdefault(pf, vf_info.pf_netdev)
-                    if vf_info.vf_index is not None:
+                    if vf_info.vf_index is not None and vf_info.bus == "pci":
                         for name, value in self._stats(pf, vf_info.vf_index).items():
                             counters[name].add_metric([resource, device.id, pf, vf], value)
         link = GaugeMetricFamily(
