@@ -29,7 +29,9 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def _locked(path: str) -> Iterator[dict[str, Any]]:
+def locked_state(path: str) -> Iterator[dict[str, Any]]:
+    """The state file, read and written back under its flock (every writer takes it: a test
+    changing the state while a call runs would otherwise lose one of the two writes)."""
     with open(path + ".lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         with open(path) as fh:
@@ -128,7 +130,7 @@ def main(argv: list[str]) -> int:
     if command == "usage":
         print(f"rbln-smi: unsupported arguments {args}", file=sys.stderr)
         return 2
-    with _locked(path) as state:
+    with locked_state(path) as state:
         state.setdefault("calls", []).append(args)
         behaviour = {"hang": state.get("hang", []), "fail": state.get("fail", [])}
         if command in behaviour["hang"] or "all" in behaviour["hang"]:

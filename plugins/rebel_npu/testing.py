@@ -27,6 +27,7 @@ from typing import Any
 
 from devplugin_core.testing import FakeHost
 
+from .fakesmi import locked_state
 from .products import product_of
 
 __all__ = [
@@ -280,17 +281,15 @@ class FakeSmi:
 
     def update(self, **changes: Any) -> None:
         """Set top-level state keys (``fail``, ``hang``, ``create_noop``, ``devices``...)."""
-        data = self.state()
-        data.update(changes)
-        _write_json(self.state_file, data)
+        with locked_state(self.state_file) as data:
+            data.update(changes)
 
     def set_device(self, bus_id: str, **fields: Any) -> None:
         """Change one device entry (``status="error"``, ``temperature="95C"``...)."""
-        data = self.state()
-        for dev in data["devices"]:
-            if dev["pci"]["bus_id"] == bus_id:
-                dev.update(fields)
-        _write_json(self.state_file, data)
+        with locked_state(self.state_file) as data:
+            for dev in data["devices"]:
+                if dev["pci"]["bus_id"] == bus_id:
+                    dev.update(fields)
 
     def groups(self) -> dict[str, str]:
         """PCI address -> current RSD group id."""

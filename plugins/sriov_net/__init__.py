@@ -5,10 +5,12 @@ resource with upstream's env vars and device-info files; adds health (PF link, v
 functions), rediscovery without restarts and preferred allocation. See ``README.md`` here.
 
 Modules: :mod:`.config` (the config model; generic ``resourceList`` parts in
-the core's :mod:`devplugin_core._pcidp`), :mod:`.discovery` (the one scanner: exclusions, pool
-assignment, each device's :class:`~.discovery.VfInfo` payload), :mod:`.specs` (nodes and
-``_INFO`` per driver), :mod:`.allocate`, :mod:`.deviceinfo`, :mod:`.health` with :mod:`.links`
-and :mod:`.netlink`, :mod:`.routes`, :mod:`.metrics`, :mod:`.demo`.
+the core's :mod:`devplugin_core._pcidp`), :mod:`.pools` (compiled selectors, the
+:class:`~.pools.VfInfo` payload), :mod:`.discovery` (the one scanner: exclusions, pool
+assignment), :mod:`.aux` (Scalable Functions), :mod:`.vdpa`, :mod:`.ddp` (DDP profiles),
+:mod:`.specs` (nodes and ``_INFO`` per driver), :mod:`.allocate`, :mod:`.deviceinfo`,
+:mod:`.health` with :mod:`.links` and :mod:`.netlink`, :mod:`.routes`, :mod:`.metrics`,
+:mod:`.demo`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from devplugin_core.toolkit import full_names
 
 from .allocate import PoolAllocator
 from .config import SriovNetConfig
+from .ddp import DdpSource, SystemDdp
 from .demo import demo
 from .deviceinfo import DEFAULT_DEVICE_INFO_DIR, DeviceInfoFiles
-from .discovery import PoolSpec, SriovScanner
+from .discovery import SriovScanner
 from .health import DEFAULT_HEALTH_INTERVAL, PoolHealth
 from .metrics import SriovCollector
 from .netlink import LinkMonitor
+from .pools import PoolSpec
 
 __all__ = ["DEFAULT_RESOURCE_PREFIX", "SPEC", "build"]
 
@@ -111,12 +115,16 @@ def _device_info_dir(ctx: PluginContext) -> str:
 
 
 def build(config: SriovNetConfig, ctx: PluginContext) -> Plugin:
-    """One resource per configured pool (served even while empty), one scanner for all."""
+    """One resource per configured pool (served even while empty), one scanner for all.
+    Tests may pass a ``ddp_source`` option (a :class:`~.ddp.DdpSource`) instead of devlink and
+    ddptool."""
     pools = _pools(config, ctx)
     host = ctx.host
+    netns = ctx.option("netlink_netns") or ""
     monitor = None
     if (ctx.option("link_monitor") or "netlink") == "netlink":
-        monitor = LinkMonitor(ctx.option("netlink_netns") or "")  # one netlink thread, all pools
+        monitor = LinkMonitor(netns)  # one netlink thread, all pools
+    ddp: DdpSource = ctx.option("ddp_source") or SystemDdp(netns)
     device_info = DeviceInfoFiles(_device_info_dir(ctx))
     interval = float(ctx.option("health_interval") or DEFAULT_HEALTH_INTERVAL)
     resources = tuple(
@@ -128,7 +136,7 @@ def build(config: SriovNetConfig, ctx: PluginContext) -> Plugin:
         for spec in pools
     )
     return Plugin(
-        SriovScanner(zip(pools, resources, strict=True)),
+        SriovScanner(zip(pools, resources, strict=True), ddp),
         resources,
         rescan_interval=float(ctx.option("rescan_interval") or DEFAULT_RESCAN_INTERVAL),
         fingerprint_interval=float(
@@ -143,7 +151,7 @@ def on_start(config: SriovNetConfig, ctx: PluginContext) -> None:
     """Remove device-info files our pools left behind (a previous instance, a crash): the CNI
     must never read a stale file for a VF that is handed out again."""
     files = DeviceInfoFiles(_device_info_dir(ctx))
-    removed = files.clean([s.name for s in _pools(config, ctx) if s.is_net])
+    removed = files.clean([s.name for s in _pools(config, ctx) if s.writes_device_info])
     if removed:
         log.info("removed %d stale device-info files from %s", len(removed), files.directory)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import cast
 
 from devplugin_core import (
     ContainerEdits,
@@ -39,7 +40,13 @@ from devplugin_core import (
     Scanner,
     scan_pci,
 )
-from devplugin_core.toolkit import SYS_PCI_DEVICES, SYS_PCI_DRIVERS, assign, natural_key
+from devplugin_core.toolkit import (
+    SYS_PCI_DEVICES,
+    SYS_PCI_DRIVERS,
+    RdmaDevice,
+    assign,
+    natural_key,
+)
 
 from .aux import SYS_AUX, AuxDevice, aux_names_of, link_type_of, read_aux, uplink_representor
 from .config import NetResource
@@ -138,8 +145,8 @@ class SriovScanner(Scanner):
         if self._aux:
             groups["aux"] = self._sf_candidates(scan, devices)
         self._seen = {c.address: c for group in groups.values() for c, _, _ in group}
-        for kind, group in groups.items():
-            pools = [(spec, res) for spec, res in self.pools if spec.kind == kind]
+        for name, group in groups.items():
+            pools = [(spec, res) for spec, res in self.pools if spec.kind == name]
             if pools:
                 self._assign(scan, pools, group, lambda *a: self._device(host, pci, *a))
         pfs = {d.physfn for _, d, _ in groups["net"] if d.physfn}
@@ -176,14 +183,18 @@ class SriovScanner(Scanner):
         vdpa: VdpaDevice | None,
         ddp: DdpProfiles | None,
     ) -> NetCandidate:
-        c = NetCandidate.from_pci(dev, pci)
+        c = cast(NetCandidate, NetCandidate.from_pci(dev, pci))
         pf = pci.pf_of(dev)
-        extra: dict[str, object] = {"vdpa": vdpa}
-        if ddp is not None:
-            extra["ddp"] = ddp.ref(dev.address, dev.physfn or "")
-        if pf is not None and len(pf.netdevs) > 1:
-            extra["pf_name"] = uplink_netdev(host, pf.address, pf.netdevs)
-        c = dataclasses.replace(c, **extra)  # type: ignore[arg-type]
+        c = dataclasses.replace(
+            c,
+            vdpa=vdpa,
+            ddp=ddp.ref(dev.address, dev.physfn or "") if ddp is not None else None,
+            pf_name=(
+                uplink_netdev(host, pf.address, pf.netdevs)
+                if pf is not None and len(pf.netdevs) > 1
+                else c.pf_name
+            ),
+        )
         if dev.is_vf and not dev.netdevs:
             in_kernel = (dev.driver or "") not in USERSPACE_DRIVERS
             if in_kernel and not c.is_rdma and pf is not None and pf.rdma_devices:
@@ -193,7 +204,7 @@ class SriovScanner(Scanner):
 
     def _sf_candidates(self, scan: Scan, devices: Sequence[PciDevice]) -> list[Found]:
         """The Scalable Functions under every class 0x02 function (:mod:`.aux`)."""
-        host, out = scan.host, []
+        host, out = scan.host, list[Found]()
         for dev in devices:
             if dev.base_class != NET_CLASS:
                 continue
@@ -285,7 +296,11 @@ class SriovScanner(Scanner):
     ) -> Device:
         needs = spec.needs(selector, c, dev.address if aux is not None else "")
         if aux is not None:
-            rdma = rdma_below(host, aux.path, aux.name) if needs.rdma else ()
+            rdma = (
+                rdma_below(host, aux.path, aux.name)
+                if needs.rdma
+                else tuple(RdmaDevice(n) for n in aux.rdma)  # names only, for display
+            )
             state = FunctionState(address=aux.name, driver=c.driver, rdma=rdma)
         else:
             state = state_from_scan(dev, pci, c.vdpa if needs.vdpa else None)

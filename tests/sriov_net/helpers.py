@@ -213,3 +213,109 @@ def specs(response: Any) -> list[tuple[str, str, str]]:
 
 def ids(devices: Sequence[Any]) -> list[str]:
     return [d.ID for d in devices]
+
+
+# -- Scalable Functions, vDPA, DDP -----------------------------------------------------------
+BF2 = "0000:03:00.0"  # BlueField-2 port 0 (uplink p0), see bluefield_node()
+BF2_P1 = "0000:03:00.1"
+
+
+def bluefield_node(host: FakeHost) -> FakeHost:
+    """A BlueField-2 (15b3:a2d6, mlx5_core) with both ports in switchdev mode::
+
+        0000:03:00.0  p0  NUMA 0   mlx5_core.eth.0, mlx5_core.rdma.0   (not SFs)
+            mlx5_core.sf.2  sfnum 0   p0s0
+            mlx5_core.sf.3  sfnum 1   p0s1   RDMA mlx5_2
+            mlx5_core.sf.4  sfnum 5   p0s5
+            mlx5_core.sf.5  sfnum 88  p0s88
+        0000:03:00.1  p1  NUMA 0
+            mlx5_core.sf.6  sfnum 2   p1s2
+
+    The auxiliary device index (``sf.N``) and the SF number differ, as on real hosts.
+    """
+    for address, uplink in ((BF2, "p0"), (BF2_P1, "p1")):
+        host.add_sriov_pf(
+            address,
+            vendor="15b3",
+            device="a2d6",
+            driver="mlx5_core",
+            totalvfs=8,
+            numa_node=0,
+            netdev=uplink,
+        )
+        host.set_switchdev(uplink, port_name=f"p{address[-1]}")
+    host.add_aux_device(BF2, "mlx5_core.eth.0")
+    host.add_aux_device(BF2, "mlx5_core.rdma.0")
+    host.add_sf(BF2, 2, sfnum=0)
+    host.add_sf(BF2, 3, sfnum=1, rdma="mlx5_2")
+    host.add_sf(BF2, 4, sfnum=5)
+    host.add_sf(BF2, 5, sfnum=88)
+    host.add_sf(BF2_P1, 6, sfnum=2)
+    host.add_rdma_cm()
+    return host
+
+
+def sf_pool(name: str, selectors: Any, **fields: Any) -> dict[str, Any]:
+    return {"resourceName": name, "deviceType": "auxNetDevice", "selectors": selectors, **fields}
+
+
+CX6DX_PF = "0000:65:00.0"
+CX6DX_VF = ["0000:65:00.2", "0000:65:00.3", "0000:65:00.4"]
+
+
+def vdpa_node(host: FakeHost) -> FakeHost:
+    """A ConnectX-6 Dx PF (15b3:101d) with three VFs (101e, mlx5_core): the first has a vhost
+    vDPA device ``vdpa0`` whose char device is ``vhost-vdpa-7``, the second a virtio one
+    (``vdpa1``, netdev ``eth7`` in the host), the third none."""
+    host.add_sriov_pf(
+        CX6DX_PF,
+        vendor="15b3",
+        device="101d",
+        driver="mlx5_core",
+        totalvfs=8,
+        numa_node=1,
+        netdev="ens2f0np0",
+    )
+    for index, vf in enumerate(CX6DX_VF):
+        host.add_vf(
+            CX6DX_PF, index, vf, device="101e", driver="mlx5_core", netdev=f"ens2f0v{index}"
+        )
+    host.add_vdpa(CX6DX_VF[0], "vhost", name="vdpa0", vhost_index=7)
+    host.add_vdpa(CX6DX_VF[1], "virtio", name="vdpa1", netdev="eth7")
+    return host
+
+
+class FakeDdp:
+    """A :class:`~devplugin_plugins.sriov_net.ddp.DdpSource` over ``FakeHost.devlink_info``
+    (what ``devlink dev info`` would report) and an optional ddptool table; ``broken`` makes
+    devlink fail. Counts the calls."""
+
+    def __init__(
+        self,
+        host: FakeHost,
+        ddptool: Mapping[str, str] | None = None,
+        broken: str = "",
+    ) -> None:
+        self.host = host
+        self.tool = ddptool
+        self.broken = broken
+        self.dumps = 0
+        self.tool_calls: list[str] = []
+
+    def devlink_app_names(self) -> Mapping[str, str]:
+        from devplugin_plugins.sriov_net.ddp import DdpError
+
+        self.dumps += 1
+        if self.broken:
+            raise DdpError(self.broken)
+        return {
+            address: info["fw.app.name"]
+            for address, info in self.host.devlink_info.items()
+            if "fw.app.name" in info
+        }
+
+    def ddptool(self, address: str) -> str | None:
+        self.tool_calls.append(address)
+        if self.tool is None:
+            return None
+        return self.tool.get(address, "")

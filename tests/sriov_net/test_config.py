@@ -216,31 +216,37 @@ def test_accelerator_selectors_warn_about_netdevice_keys(tmp_path: Path) -> None
             "resourceList[0].resourcePrefix",
             "reserved",
         ),
-        (
+        (  # upstream auxNetDeviceProvider.ValidConfig: "AuxTypes are not specified"
             doc(pool("x", {}, deviceType="auxNetDevice")),
-            "resourceList[0].deviceType",
-            "'auxNetDevice' is not supported yet",
+            "resourceList[0].selectors.auxTypes",
+            "is required for auxNetDevice pools",
+        ),
+        (  # ... and 'Only "sf" auxiliary device type currently supported'
+            doc(
+                pool(
+                    "x",
+                    [{"auxTypes": ["sf"]}, {"auxTypes": ["sf", "eth"]}],
+                    deviceType="auxNetDevice",
+                )
+            ),
+            "resourceList[0].selectors[1].auxTypes[1]",
+            'only "sf" auxiliary devices',
         ),
         (
             doc(pool("x", {}, deviceType="NetDevice")),
             "resourceList[0].deviceType",
-            "unsupported deviceType (use 'netDevice', 'accelerator')",
+            "unsupported deviceType (use 'netDevice', 'accelerator', 'auxNetDevice')",
         ),
         (doc(pool("x", {}, deviceType=2)), "resourceList[0].deviceType", "must be a string"),
-        (
-            doc(pool("x", {"vdpaType": "vhost"})),
-            "resourceList[0].selectors.vdpaType",
-            "is not supported: vDPA devices are not supported yet",
-        ),
-        (
+        (  # upstream netDeviceProvider.ValidConfig: mutually exclusive in one selector object
             doc(pool("x", [{}, {"isRdma": True, "vdpaType": "virtio"}])),
             "resourceList[0].selectors[1].vdpaType",
-            "not supported",
+            "vdpaType and isRdma are mutually exclusive",
         ),
         (
-            doc(pool("x", {"ddpProfiles": ["GTP"]})),
+            doc(pool("x", {"ddpProfiles": "GTP"})),
             "resourceList[0].selectors.ddpProfiles",
-            "DDP profile selection is not supported yet",
+            "must be a list",
         ),
         (
             doc(pool("x", {"pfNames": ["ens1f0#"]})),
@@ -344,11 +350,11 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     good = tmp_path / "good.json"
     good.write_text(json.dumps(SECTION_7_4))
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(doc(pool("x", {"vdpaType": "vhost"}))))
+    bad.write_text(json.dumps(doc(pool("x", {"vdpaType": "vhost", "isRdma": True}))))
     assert main(["validate", "sriov-net", "--config-file", str(good)]) == 0
     assert "3 resources" in capsys.readouterr().out
     assert main(["validate", "sriov-net", "--config-file", str(bad)]) == 2
-    assert "vdpaType: is not supported" in capsys.readouterr().err
+    assert "vdpaType: vdpaType and isRdma are mutually exclusive" in capsys.readouterr().err
     assert main(["validate", "sriov-net", "--config-file", str(tmp_path / "missing.json")]) == 2
     kubelet = tmp_path / "kubelet"
     kubelet.mkdir()

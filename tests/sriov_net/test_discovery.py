@@ -3,7 +3,7 @@
 Upstream's tables are mock-based; on a real sysfs tree a few cells need a host that can exist:
 each device is a VF of its own PF, link types come from a VF netdev, the reference's ``fake``
 link type becomes ``none`` (ARPHRD 65534) and ``other``/``other2`` become ``gre``/``sit``.
-The ``ddpProfiles`` and ``vdpaType`` rows are config errors here (tests/sriov_net/test_config.py).
+The ``ddpProfiles`` and ``vdpaType`` rows are in tests/sriov_net/test_ddp.py and test_vdpa.py.
 """
 
 from __future__ import annotations
