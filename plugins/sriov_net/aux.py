@@ -23,18 +23,23 @@ NUMA node are the parent's. The link type is that of the SF's first netdev (no P
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from devplugin_core import HostFS, HostReadError, PciDevice
+from devplugin_core import HostFS, HostReadError, PciDevice, Scan
 from devplugin_core.toolkit import SYS_PCI_DEVICES
+
+from .pools import NET_CLASS, NetCandidate
 
 __all__ = [
     "SYS_AUX",
     "AuxDevice",
+    "Found",
     "aux_names_of",
     "aux_type_of",
     "link_type_of",
     "read_aux",
+    "sf_candidates",
     "uplink_representor",
 ]
 
@@ -122,4 +127,67 @@ def uplink_representor(host: HostFS, dev: PciDevice) -> str:
             continue  # EOPNOTSUPP: legacy mode
         if switch_id and port and _UPLINK_PORT.match(port):
             return name
+    return ""
+
+
+#: one candidate and what building its Device needs (its function, or an SF and its parent)
+Found = tuple[NetCandidate, PciDevice, AuxDevice | None]
+
+
+def sf_candidates(
+    scan: Scan, devices: Sequence[PciDevice], remember: Callable[[NetCandidate], NetCandidate]
+) -> list[Found]:
+    """The Scalable Functions under every class 0x02 function, each with the reason it is left
+    out when upstream would drop it (see the module docstring)."""
+    host, out = scan.host, list[Found]()
+    for dev in devices:
+        if dev.base_class != NET_CLASS:
+            continue
+        names = aux_names_of(host, dev)
+        if not names:
+            continue
+        problem = ""
+        if not host.exists(f"{SYS_PCI_DEVICES}/{dev.address}/net"):
+            problem = f"its parent {dev.address} has no net/ directory"
+        elif not dev.driver:
+            problem = f"its parent {dev.address} has no driver bound"
+        uplink = "" if problem else uplink_representor(host, dev)
+        for name in names:
+            try:
+                aux = read_aux(host, name, dev.address)
+            except HostReadError as err:
+                scan.reject(name, f"cannot read it: {err}")
+                continue
+            why = problem or _sf_problem(aux, uplink, dev)
+            if why or aux is None:
+                scan.reject(name, why or "not on the auxiliary bus")
+                continue
+            c = NetCandidate(
+                address=name,
+                vendor=dev.vendor,
+                device=dev.device,
+                driver=dev.driver or "",
+                netdev=aux.netdevs[0] if aux.netdevs else "",
+                pf_name=uplink,
+                pf_address=dev.address,
+                vf_index=aux.sfnum,
+                link_type=link_type_of(host, aux),
+                is_rdma=bool(aux.rdma),
+                aux_type=aux.aux_type,
+            )
+            out.append((remember(c) if not aux.netdevs else c, dev, aux))
+    return out
+
+
+def _sf_problem(aux: AuxDevice | None, uplink: str, parent: PciDevice) -> str:
+    """Why upstream's NewAuxNetDevice would not build this auxiliary device."""
+    if aux is None:
+        return ""
+    if aux.sfnum is None:
+        return "not a Scalable Function: no readable sfnum"
+    if not aux.aux_type:
+        return "its name is not <driver>.<type>.<index>"
+    if not uplink:
+        pf = parent.physfn or parent.address
+        return f"no uplink representor on {pf} (its eswitch is not in switchdev mode)"
     return ""

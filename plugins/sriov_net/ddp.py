@@ -37,6 +37,7 @@ __all__ = [
     "DdpProfiles",
     "DdpRef",
     "DdpSource",
+    "DdpTimeout",
     "SystemDdp",
     "parse_devlink_info",
 ]
@@ -53,6 +54,10 @@ class DdpError(Exception):
     """A DDP source could not answer (the message says why, for ``devplugin discover``)."""
 
 
+class DdpTimeout(DdpError):
+    """A DDP source did not answer in time."""
+
+
 class DdpSource(Protocol):
     """Where DDP package names come from."""
 
@@ -63,7 +68,8 @@ class DdpSource(Protocol):
 
     def ddptool(self, address: str) -> str | None:
         """The package name ddptool reports (``""``: none loaded); ``None``: ddptool is not on
-        the PATH. Raises DdpError when it fails or times out."""
+        the PATH. Raises DdpError when it fails, DdpTimeout when it times out (then it is not
+        asked again in that scan)."""
         ...
 
 
@@ -150,7 +156,7 @@ class SystemDdp:
         thread.start()
         if not done.wait(self.timeout):
             self._stuck = thread
-            raise DdpError(f"devlink did not answer within {self.timeout:g}s")
+            raise DdpTimeout(f"devlink did not answer within {self.timeout:g}s")
         err = box.get("error")
         if err is not None:
             raise DdpError(f"devlink unavailable: {_describe(err)}")
@@ -170,7 +176,7 @@ class SystemDdp:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise DdpError(f"ddptool did not answer within {self.timeout:g}s") from None
+            raise DdpTimeout(f"ddptool did not answer within {self.timeout:g}s") from None
         except OSError as err:
             raise DdpError(f"cannot run {path}: {err}") from None
         if proc.returncode == DDPTOOL_NO_PROFILE:
@@ -236,7 +242,7 @@ class DdpProfiles:
             try:
                 name = self.source.ddptool(address)
             except DdpError as err:
-                if "did not answer" in str(err):
+                if isinstance(err, DdpTimeout):
                     self._tool_broken = f"{err} (not run again in this scan)"
                 self._tool[address] = Lookup(None, str(err))
             else:

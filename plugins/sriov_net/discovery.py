@@ -25,14 +25,13 @@ and parent are unchanged (the scanner's memo of the last pass, used only by the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import cast
 
 from devplugin_core import (
     ContainerEdits,
     Device,
     HostFS,
-    HostReadError,
     PciDevice,
     PciScan,
     Resource,
@@ -48,27 +47,22 @@ from devplugin_core.toolkit import (
     natural_key,
 )
 
-from .aux import SYS_AUX, AuxDevice, aux_names_of, link_type_of, read_aux, uplink_representor
+from .aux import SYS_AUX, AuxDevice, Found, sf_candidates
 from .config import NetResource
 from .ddp import DdpProfiles, DdpSource
 from .links import uplink_netdev
-from .pools import ACCEL_CLASS, NET_CLASS, NetCandidate, PoolSpec, VfInfo
+from .pools import ACCEL_CLASS, NET_CLASS, Needs, NetCandidate, PoolSpec, VfInfo
 from .routes import default_route_netdevs
 from .specs import (
     USERSPACE_DRIVERS,
     FunctionState,
-    Needs,
     build_specs,
     rdma_below,
     state_from_scan,
 )
-from .vdpa import SYS_VDPA, VdpaDevice, vdpa_by_function
+from .vdpa import VdpaDevice, vdpa_by_function, vdpa_fingerprint
 
 __all__ = ["ACCEL_CLASS", "NET_CLASS", "PoolSpec", "SriovScanner", "VfInfo"]
-
-SYS_VDPA_DRIVERS = "/sys/bus/vdpa/drivers"
-#: one candidate and what building its Device needs (its function, or an SF and its parent)
-Found = tuple[NetCandidate, PciDevice, AuxDevice | None]
 
 
 def _attributes(c: NetCandidate, state: FunctionState, needs: Needs) -> dict[str, str]:
@@ -143,7 +137,7 @@ class SriovScanner(Scanner):
             c = self._candidate(host, dev, pci, vdpa.get(dev.address), ddp)
             groups["net" if kind == NET_CLASS else "accel"].append((c, dev, None))
         if self._aux:
-            groups["aux"] = self._sf_candidates(scan, devices)
+            groups["aux"] = sf_candidates(scan, devices, self._remembered)
         self._seen = {c.address: c for group in groups.values() for c, _, _ in group}
         for name, group in groups.items():
             pools = [(spec, res) for spec, res in self.pools if spec.kind == name]
@@ -201,61 +195,6 @@ class SriovScanner(Scanner):
                 c = dataclasses.replace(c, is_rdma=True)
             c = self._remembered(c)
         return c
-
-    def _sf_candidates(self, scan: Scan, devices: Sequence[PciDevice]) -> list[Found]:
-        """The Scalable Functions under every class 0x02 function (:mod:`.aux`)."""
-        host, out = scan.host, list[Found]()
-        for dev in devices:
-            if dev.base_class != NET_CLASS:
-                continue
-            names = aux_names_of(host, dev)
-            if not names:
-                continue
-            problem = ""
-            if not host.exists(f"{SYS_PCI_DEVICES}/{dev.address}/net"):
-                problem = f"its parent {dev.address} has no net/ directory"
-            elif not dev.driver:
-                problem = f"its parent {dev.address} has no driver bound"
-            uplink = "" if problem else uplink_representor(host, dev)
-            for name in names:
-                try:
-                    aux = read_aux(host, name, dev.address)
-                except HostReadError as err:
-                    scan.reject(name, f"cannot read it: {err}")
-                    continue
-                why = problem or self._sf_problem(aux, uplink, dev)
-                if why or aux is None:
-                    scan.reject(name, why or "not on the auxiliary bus")
-                    continue
-                c = NetCandidate(
-                    address=name,
-                    vendor=dev.vendor,
-                    device=dev.device,
-                    driver=dev.driver or "",
-                    netdev=aux.netdevs[0] if aux.netdevs else "",
-                    pf_name=uplink,
-                    pf_address=dev.address,
-                    vf_index=aux.sfnum,
-                    link_type=link_type_of(host, aux),
-                    is_rdma=bool(aux.rdma),
-                    aux_type=aux.aux_type,
-                )
-                out.append((self._remembered(c) if not aux.netdevs else c, dev, aux))
-        return out
-
-    @staticmethod
-    def _sf_problem(aux: AuxDevice | None, uplink: str, parent: PciDevice) -> str:
-        """Why upstream's NewAuxNetDevice would not build this auxiliary device."""
-        if aux is None:
-            return ""
-        if aux.sfnum is None:
-            return "not a Scalable Function: no readable sfnum"
-        if not aux.aux_type:
-            return "its name is not <driver>.<type>.<index>"
-        if not uplink:
-            pf = parent.physfn or parent.address
-            return f"no uplink representor on {pf} (its eswitch is not in switchdev mode)"
-        return ""
 
     def _assign(
         self,
@@ -345,18 +284,5 @@ class SriovScanner(Scanner):
             tuple(host.listdir("/sys/class/infiniband")),
             default_route_netdevs(host) if NET_CLASS in self._pooled else frozenset(),
             tuple(host.listdir(SYS_AUX)) if self._aux else (),
-            self._vdpa_fingerprint(host) if self._vdpa else (),
-        )
-
-    @staticmethod
-    def _vdpa_fingerprint(host: HostFS) -> Hashable:
-        drivers: Mapping[str, list[str]] = {
-            d: host.listdir(f"{SYS_VDPA_DRIVERS}/{d}") for d in host.listdir(SYS_VDPA_DRIVERS)
-        }
-        return (
-            tuple(host.listdir(SYS_VDPA)),
-            tuple(
-                (d, tuple(n for n in names if n not in ("bind", "unbind", "uevent")))
-                for d, names in drivers.items()
-            ),
+            vdpa_fingerprint(host) if self._vdpa else (),
         )

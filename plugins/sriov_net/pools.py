@@ -34,12 +34,12 @@ from devplugin_core.toolkit import (
 
 from .config import AcceleratorResource, AuxNetResource, AuxNetSelectors, NetSelectors, PoolResource
 from .ddp import DdpRef
-from .specs import Needs
 from .vdpa import VdpaDevice
 
 __all__ = [
     "ACCEL_CLASS",
     "NET_CLASS",
+    "Needs",
     "NetCandidate",
     "PoolSpec",
     "VfInfo",
@@ -49,6 +49,18 @@ __all__ = [
 
 NET_CLASS = 0x02
 ACCEL_CLASS = 0x12
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the pool adds on top of the driver: RDMA nodes, vhost-net, the vDPA type
+    (``vdpaType``) and ``additionalInfo`` as ``(key, value)`` pairs (``None``: the pool has
+    none, so no ``extra`` entry)."""
+
+    rdma: bool = False
+    vhost_net: bool = False
+    extra: tuple[tuple[str, str], ...] | None = None
+    vdpa: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan
 from devplugin_core.toolkit import SYS_PCI_DEVICES, RdmaDevice, rdma_char_devices_of, rdma_nodes
 
 from .aux import SYS_AUX
+from .pools import Needs
 from .vdpa import VdpaDevice, vdpa_by_function
 
 __all__ = [
@@ -58,18 +59,6 @@ class FunctionState:
     @property
     def rdma_names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.rdma)
-
-
-@dataclass(frozen=True)
-class Needs:
-    """What the pool adds on top of the driver: RDMA nodes, vhost-net, the vDPA type
-    (``vdpaType``) and ``additionalInfo`` as ``(key, value)`` pairs (``None``: the pool has
-    none, so no ``extra`` entry)."""
-
-    rdma: bool = False
-    vhost_net: bool = False
-    extra: tuple[tuple[str, str], ...] | None = None
-    vdpa: str = ""
 
 
 def state_from_scan(dev: PciDevice, scan: PciScan, vdpa: VdpaDevice | None = None) -> FunctionState:

@@ -18,15 +18,23 @@ Deviation: a vhost device whose ``/dev`` node is missing makes only that device 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 from devplugin_core import HostFS, HostReadError
 from devplugin_core.toolkit import HostPathError, natural_key
 
-__all__ = ["SYS_VDPA", "VDPA_DRIVERS", "VdpaDevice", "read_vdpa", "vdpa_by_function"]
+__all__ = [
+    "SYS_VDPA",
+    "VDPA_DRIVERS",
+    "VdpaDevice",
+    "read_vdpa",
+    "vdpa_by_function",
+    "vdpa_fingerprint",
+]
 
 SYS_VDPA = "/sys/bus/vdpa/devices"
+SYS_VDPA_DRIVERS = "/sys/bus/vdpa/drivers"
 #: vDPA bus driver -> upstream's vdpaType (``types.SupportedVdpaTypes``)
 VDPA_DRIVERS = {"vhost_vdpa": "vhost", "virtio_vdpa": "virtio"}
 _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -99,3 +107,14 @@ def vdpa_by_function(host: HostFS) -> Mapping[str, VdpaDevice]:
         if device is not None:
             out.setdefault(device.function, device)
     return out
+
+
+def vdpa_fingerprint(host: HostFS) -> Hashable:
+    """The vDPA devices and which driver holds each (a rebind), for the scanner's fingerprint."""
+    devices = tuple(host.listdir(SYS_VDPA))
+    known = set(devices)
+    drivers = tuple(
+        (driver, tuple(n for n in host.listdir(f"{SYS_VDPA_DRIVERS}/{driver}") if n in known))
+        for driver in host.listdir(SYS_VDPA_DRIVERS)
+    )
+    return devices, drivers

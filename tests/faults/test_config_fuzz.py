@@ -496,7 +496,7 @@ KNOWN = [
     ),
     ("sriov-net", "resourceList.0.resourceName", "../../x", "resourceList[0].resourceName"),
     ("sriov-net", "resourceList.0.resourcePrefix", "\u202eevil", "resourceList[0].resourcePrefix"),
-    ("sriov-net", "resourceList.0.deviceType", "auxNetDevice", "resourceList[0].deviceType"),
+    ("sriov-net", "resourceList.0.deviceType", "AuxNetDevice", "resourceList[0].deviceType"),
     (
         "sriov-net",
         "resourceList.0.selectors.pfNames",

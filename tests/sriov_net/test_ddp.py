@@ -20,6 +20,7 @@ import pytest
 from devplugin_plugins.sriov_net.ddp import (
     DdpError,
     DdpProfiles,
+    DdpTimeout,
     SystemDdp,
     parse_devlink_info,
 )
@@ -268,3 +269,29 @@ async def test_ddp_pool_end_to_end(fake_host: FakeHost, fake_kubelet: FakeKubele
         assert ids(conn.devices) == vfs
         reply = await fake_kubelet.allocate("intel.com/pppoe", [vfs[1]])
         assert reply.envs["PCIDEVICE_INTEL_COM_PPPOE"] == vfs[1]
+
+
+def test_a_ddptool_timeout_is_not_repeated_for_every_device_of_the_scan() -> None:
+    """Each read is bounded; after one timeout ddptool is not run again in that scan, so a
+    hung tool costs one bound per scan, not one per VF (the scan itself has a deadline)."""
+
+    class Hung:
+        calls = 0
+
+        def devlink_app_names(self) -> dict[str, str]:
+            raise DdpError("devlink unavailable: no family")
+
+        def ddptool(self, address: str) -> str | None:
+            self.calls += 1
+            raise DdpTimeout("ddptool did not answer within 3s")
+
+    source = Hung()
+    profiles = DdpProfiles(source)
+    first = profiles.lookup("0000:86:02.0", ICE)
+    later = profiles.lookup("0000:86:02.1", ICE)
+    assert first.profile is None and later.profile is None
+    assert later.why == (
+        "devlink unavailable: no family; ddptool did not answer within 3s (not run again in "
+        "this scan)"
+    )
+    assert source.calls == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from devplugin_plugins.sriov_net import build
 from devplugin_plugins.sriov_net.config import SriovNetConfig
 from devplugin_plugins.sriov_net.deviceinfo import DeviceInfoFiles
@@ -77,3 +79,15 @@ def test_fingerprint_is_stable_until_the_host_changes(
     assert scanner.fingerprint(host) == settled
     fake_host.remove_netdev("enp3s0f0v1")  # a VF netdev moving into a pod is no change
     assert scanner.fingerprint(host) == settled
+
+
+def test_stale_device_info_files_of_sfs_are_cleaned(tmp_path: Path) -> None:
+    files = DeviceInfoFiles(str(tmp_path))
+    files.write("nvidia.com/bf2_sf", "mlx5_core.sf.3", document={"type": "auxiliary"})
+    files.write("intel.com/sriov", "0000:03:02.2")
+    (tmp_path / "nvidia.com-bf2_sf-notes.txt").write_text("not ours")
+    assert sorted(files.clean(["nvidia.com/bf2_sf", "intel.com/sriov"])) == [
+        "intel.com-sriov-0000:03:02.2-device.json",
+        "nvidia.com-bf2_sf-mlx5_core.sf.3-device.json",
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["nvidia.com-bf2_sf-notes.txt"]

@@ -8,13 +8,16 @@ its VF, ``/sys/bus/vdpa/devices/vdpaN`` linking to it, its driver link (``vhost_
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
+from devplugin_plugins.sriov_net import SPEC
 from devplugin_plugins.sriov_net.config import SriovNetConfig
 from devplugin_plugins.sriov_net.vdpa import read_vdpa, vdpa_by_function
 
 from devplugin_core import ConfigError
-from devplugin_core.testing import FakeHost, FakeKubelet
+from devplugin_core.testing import FakeHost, FakeKubelet, run_plugin
 from devplugin_core.toolkit import decode
 
 from .helpers import (
@@ -24,6 +27,7 @@ from .helpers import (
     doc,
     ids,
     info,
+    options,
     pool,
     serve,
     specs,
@@ -195,3 +199,51 @@ async def test_vanished_vdpa_device_is_unhealthy_and_rescanned_away(
         fake_host.add_vdpa(CX6DX_VF[0], "vhost", name="vdpa0")
         await rt.discover_once()
         await fake_kubelet.wait_for_devices(VH, lambda d: ids(d) == [CX6DX_VF[0]])
+
+
+async def test_vdpa_device_created_at_run_time_is_picked_up(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    """The fingerprint watches /sys/bus/vdpa (devices and driver bindings)."""
+    vdpa_node(fake_host)
+    async with serve(fake_host, fake_kubelet, VHOST, numvfs_check_interval=0.05):
+        await fake_kubelet.wait_for_registration(VH)
+        fake_host.add_vdpa(CX6DX_VF[2], "vhost", name="vdpa2")
+        await fake_kubelet.wait_for_devices(VH, lambda d: ids(d) == [CX6DX_VF[0], CX6DX_VF[2]])
+        fake_host.remove("/sys/bus/vdpa/drivers/virtio_vdpa/vdpa1")  # unbind ...
+        fake_host.remove(f"{fake_host.pci[CX6DX_VF[1]].path}/vdpa1/driver")
+        await fake_kubelet.wait_for_devices(VI, lambda d: d == [])
+
+
+async def test_cdi_spec_carries_the_vhost_vdpa_node(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vdpa_node(fake_host)
+    cdi_dir = fake_host.root.parent / "cdi"
+    async with run_plugin(
+        SPEC,
+        fake_host,
+        fake_kubelet,
+        config=VHOST,
+        cdi_dir=str(cdi_dir),
+        plugin_options=options(fake_host),
+    ):
+        await fake_kubelet.wait_for_registration(VH)
+        reply = await fake_kubelet.allocate(VH, [CX6DX_VF[0]])
+    assert [d.name for d in reply.cdi_devices] == [f"{VH}={CX6DX_VF[0]}"]
+    assert specs(reply) == []
+    spec = next(json.loads(p.read_text()) for p in cdi_dir.glob("*.json") if "ct6dx" in p.name)
+    assert spec["devices"] == [
+        {
+            "name": CX6DX_VF[0],
+            "containerEdits": {
+                "deviceNodes": [
+                    {
+                        "path": "/dev/vhost-vdpa-7",
+                        "hostPath": "/dev/vhost-vdpa-7",
+                        "permissions": "rw",
+                    }
+                ]
+            },
+        }
+    ]
