@@ -90,7 +90,7 @@ class RuntimeOptions:
     instance: str = field(default_factory=lambda: secrets.token_hex(3))
     discovery_timeout: float = 30.0
     kubelet_poll_interval: float = 5.0
-    stream_grace: float = 3.0
+    stream_grace: float = 0.25
     watch_config: bool = True
     handle_signals: bool = True
 

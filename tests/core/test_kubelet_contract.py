@@ -284,6 +284,7 @@ async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
 
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES, "example.com/b")):
         await fake_kubelet.wait_for_registration(RES)
+        await fake_kubelet.wait_for_registration("example.com/b")
         seen = []
         for n in range(2, 14):
             await fake_kubelet.restart()
