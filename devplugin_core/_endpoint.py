@@ -296,9 +296,8 @@ async def sweep_stale_sockets(directory: str, digests: set[str], keep: str = "")
             st = os.lstat(path)
         except OSError:
             continue
-        if not _is_socket_mode(st.st_mode) or time.time() - max(st.st_mtime, st.st_ctime) < (
-            _STALE_AGE
-        ):
+        # mtime: a socket being bound is fresh; ours get their start time once they listen
+        if not _is_socket_mode(st.st_mode) or time.time() - st.st_mtime < _STALE_AGE:
             continue
         if await probe_socket(path):
             continue

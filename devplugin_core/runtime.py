@@ -95,8 +95,9 @@ class RuntimeOptions:
     handle_signals: bool = True
 
     def resolved_mode(self) -> str:
-        """``auto`` picks the plugin watcher when the kubelet has deprecated ``kubelet.sock``
-        registration (it creates ``device-plugins/DEPRECATION``), else ``kubelet``."""
+        """``auto`` picks the plugin watcher only when ``device-plugins/DEPRECATION`` exists,
+        else ``kubelet``. No kubelet up to 1.32 writes it (its one writer, ``handler.go:
+        GetPluginHandler``, is never called), so there ``auto`` means ``kubelet``."""
         if self.registration_mode != "auto":
             return self.registration_mode
         deprecated = os.path.exists(os.path.join(self.kubelet_dir, "DEPRECATION"))
