@@ -69,6 +69,7 @@ async def serving(kubelet: FakeKubelet, case: Case, sockets: set[str], timeout: 
 
 async def takes_over(kubelet: FakeKubelet, case: Case, sockets: set[str]) -> float:
     took = await serving(kubelet, case, sockets, timeout=TAKEOVER + 10)
+    print(f"{case.name} [{kubelet.client_model}]: the survivor took over in {took:.3f}s")
     assert took <= TAKEOVER, f"the survivor took {took:.2f}s to be the kubelet's endpoint"
     return took
 
