@@ -54,9 +54,10 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 # The fault suite's soak-marked tests at full length: 100 kubelet restarts per plugin and a
-# longer hostile-config fuzz (make test runs the same tests with ~20 restarts, 400 examples).
+# longer hostile-config fuzz, and kubelet outages up to 5 minutes (make test runs the same tests
+# with ~20 restarts, 400 examples, 1 s and 15 s outages).
 soak: setup
-	DEVPLUGIN_SOAK_RESTARTS=100 DEVPLUGIN_FUZZ_EXAMPLES=3000 $(BIN)/pytest -q -m soak tests
+	DEVPLUGIN_SOAK_RESTARTS=100 DEVPLUGIN_FUZZ_EXAMPLES=3000 DEVPLUGIN_SOAK_OUTAGES=1,3,15,300 $(BIN)/pytest -q -m soak tests
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py

@@ -1,17 +1,31 @@
-"""One resource's socket lifecycle, and detection of kubelet restarts.
+"""One resource's socket lifecycle, registration, and the hand-over between instances.
 
-An :class:`Endpoint` loops over *attempts*. One attempt: probe the socket path (never steal a
-live socket) -> bind a fresh ``grpc.aio`` server -> probe ourselves -> register (``Register`` on
-``kubelet.sock``, or wait for the plugin watcher's ``NotifyRegistrationStatus``) -> watch for
-trouble -> stop the server (which unlinks the socket) -> start over. Trouble is: our socket
-deleted or replaced, ``kubelet.sock`` recreated with a new inode (kubelet restart), or our
-ListAndWatch stream ending with no new one within a grace period (the kubelet never re-dials).
+An :class:`Endpoint` loops over *attempts*. One attempt: remove dead sockets of this resource
+that no process serves (probe first) -> bind a fresh ``grpc.aio`` server (never over a live
+socket) -> probe ourselves -> register -> watch for trouble -> stop the server (which unlinks
+the socket) -> start over. Trouble is: our socket deleted or replaced, ``kubelet.sock``
+recreated with a new inode (kubelet restart), our ListAndWatch stream ending (the kubelet never
+re-dials), or the newer instance we stood by for going away.
 
-Two instances on one node (a rolling update with surge) each register; a kubelet that drops the
-older connection for the newer registration ends our stream. Re-registering then would take the
-resource back, the other instance would do the same three seconds later, and so on: so when a
-*newer* instance of this resource serves a live socket in our directory, the endpoint stands by
-instead, and registers again only once that socket goes away (or the kubelet restarts).
+Registering (``kubelet`` mode) is a loop of bounded ``Register`` calls, each on a fresh channel
+that fails fast while ``kubelet.sock`` refuses (never one call waiting out gRPC's reconnect
+back-off across a long kubelet outage); an attempt in flight is abandoned the moment our socket
+is deleted (the restarted kubelet's start-up cleanup) or ``kubelet.sock`` is recreated.
+
+Two instances of a plugin on one node (a DaemonSet rolling update with ``maxSurge``, a
+rollback, an operator's manual ``devplugin run``): each socket's mtime is set to its instance's
+start time, so every instance sees the same order. The newest live instance owns the resource:
+
+* an instance registers only while no newer live socket of the resource exists, under an
+  ``flock`` of the socket directory, so the kubelet's last registration is always the newest
+  instance's (kubelets keep the last one);
+* an older instance that sees a newer live socket *stands by*: it keeps any stream it has open
+  (in Kubernetes 1.32 the end of *any* stream of a resource disconnects the current plugin) but
+  sends no updates, and probes the newer socket;
+* when the newer instance goes away (its socket removed, or dead after a SIGKILL), the
+  survivor stops its server, which ends its old streams first, and registers again;
+* when the older one goes away, a 1.32 kubelet disconnects the newer one (its stream ends) and
+  it registers again at once; newer kubelets leave it alone.
 
 :class:`KubeletWatch` turns inotify events on the socket directories (watchdog) plus a slow
 fallback poll into a broadcast :class:`Signal` that every endpoint re-checks on.
@@ -22,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -41,11 +57,24 @@ from ._server import DevicePluginService, WatcherRegistrationService
 
 log = logging.getLogger("devplugin.endpoint")
 
-__all__ = ["Endpoint", "EndpointConfig", "KubeletWatch", "register_with_kubelet", "socket_is_live"]
+__all__ = [
+    "Endpoint",
+    "EndpointConfig",
+    "KubeletWatch",
+    "probe_socket",
+    "register_with_kubelet",
+    "socket_is_live",
+    "sweep_stale_sockets",
+]
 
 KUBELET_SOCKET = "kubelet.sock"
 _GRPC_OPTIONS = [("grpc.max_send_message_length", 16 * 1024 * 1024)]
-_CLIENT_OPTIONS = [("grpc.default_authority", "localhost")]
+# Every channel gets its own subchannel pool: with gRPC's global pool a new channel to a socket
+# that refused a moment ago inherits the old connection's reconnect back-off (up to 120 s) and
+# fails without even trying, which is what kept registrations seconds late after an outage.
+_CLIENT_OPTIONS = [("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1)]
+#: a dead socket younger than this may be one another instance is binding right now
+_STALE_AGE = 1.0
 
 
 def _inode(path: str) -> int | None:
@@ -63,6 +92,20 @@ def socket_is_live(path: str, timeout: float = 1.0) -> bool:
         sock.connect(path)
         return True
     except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+async def probe_socket(path: str, timeout: float = 1.0) -> bool:
+    """:func:`socket_is_live` without blocking the loop (a unix connect answers at once)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_connect(sock, path)
+        return True
+    except (OSError, TimeoutError):
         return False
     finally:
         sock.close()
@@ -142,26 +185,31 @@ async def register_with_kubelet(
     resource: str,
     endpoint: str,
     options: pb.DevicePluginOptions,
-    timeout: float = 30.0,
+    timeout: float = 12.0,
+    wait_for_ready: bool = False,
 ) -> None:
-    """Call ``v1beta1.Registration/Register``; raises :class:`RegistrationError`."""
+    """One ``v1beta1.Registration/Register`` call on a fresh channel; raises
+    :class:`RegistrationError`. Without ``wait_for_ready`` it fails at once while nothing
+    listens on ``kubelet.sock``; ``timeout`` bounds the kubelet's dial back to us (10 s)."""
     request = pb.RegisterRequest(
         version="v1beta1", endpoint=endpoint, resource_name=resource, options=options
     )
     async with grpc.aio.insecure_channel(f"unix://{kubelet_socket}", options=_CLIENT_OPTIONS) as ch:
         try:
             await pb_grpc.RegistrationStub(ch).Register(
-                request, timeout=timeout, wait_for_ready=True
+                request, timeout=timeout, wait_for_ready=wait_for_ready
             )
         except grpc.aio.AioRpcError as err:
+            details = err.details() or ""
+            # the kubelet could not dial us back (our socket vanished meanwhile): retryable
             unreachable = err.code() in (
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.CANCELLED,
-            )
+            ) or ("dial" in details.lower())
             verb = "could not reach the kubelet for" if unreachable else "kubelet refused"
             raise RegistrationError(
-                f"{verb} {resource}: {err.code().name}: {err.details()}", refused=not unreachable
+                f"{verb} {resource}: {err.code().name}: {details}", refused=not unreachable
             ) from None
 
 
@@ -173,11 +221,15 @@ class EndpointConfig:
     mode: str = "kubelet"  # or "watcher"
     registry_dir: str = "/var/lib/kubelet/plugins_registry"
     instance: str = "0"
-    stream_grace: float = 3.0
+    stream_grace: float = 0.25
     stream_timeout: float = 30.0
-    register_timeout: float = 30.0
+    register_timeout: float = 12.0  # one Register call: the kubelet dials back for up to 10 s
+    retry_interval: float = 0.25  # between Register calls while kubelet.sock refuses
+    standby_probe: float = 0.5  # how often a standing-by instance probes the newer socket
     stop_grace: float = 1.0
     max_refusals: int = 5
+    #: orders instances of a plugin (socket mtimes): the one started last is the newest
+    started_ns: int = field(default_factory=time.time_ns)
 
     @property
     def socket_dir(self) -> str:
@@ -186,6 +238,13 @@ class EndpointConfig:
     @property
     def kubelet_socket(self) -> str:
         return os.path.join(self.kubelet_dir, KUBELET_SOCKET)
+
+    @property
+    def sweep_dirs(self) -> tuple[str, ...]:
+        """Where stale sockets of ours may lie (watcher mode: both directories)."""
+        if self.mode == "watcher":
+            return (self.registry_dir, self.kubelet_dir)
+        return (self.kubelet_dir,)
 
 
 MAX_SOCKET_PATH = 100  # the kernel's limit is 107 bytes (sun_path minus the NUL)
@@ -211,6 +270,79 @@ def socket_name(resource: str, instance: str, directory: str = "") -> str:
 _SOCKET_NAME = re.compile(r"^devplugin-.*-(?P<digest>[0-9a-f]{8})-(?P<instance>[^-/]+)\.sock$")
 
 
+def _digest(name: str) -> str | None:
+    match = _SOCKET_NAME.match(name)
+    return match["digest"] if match else None
+
+
+async def sweep_stale_sockets(directory: str, digests: set[str], keep: str = "") -> list[str]:
+    """Remove sockets of the resources ``digests`` in ``directory`` that nobody serves.
+
+    Only ``devplugin-...-<digest>-<instance>.sock`` files of those resources are looked at
+    (never another plugin's), each is probed by connecting first (never a live one), and one
+    touched in the last second is left alone (another instance may be binding it). Returns the
+    names removed.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in sorted(names):
+        if name == keep or _digest(name) not in digests:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        # mtime: a socket being bound is fresh; ours get their start time once they listen
+        if not _is_socket_mode(st.st_mode) or time.time() - st.st_mtime < _STALE_AGE:
+            continue
+        if await probe_socket(path):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed.append(name)
+            log.info("removed %s: a dead socket of this plugin (no process serves it)", path)
+    return removed
+
+
+def _is_socket_mode(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISSOCK(mode)
+
+
+@contextlib.asynccontextmanager
+async def _directory_lock(directory: str, wait: float) -> AsyncIterator[bool]:
+    """``flock`` the directory (shared by every instance on the node) for up to ``wait``
+    seconds, polling so the loop never blocks; yields whether it got the lock."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + wait
+        locked = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.warning("%s stayed locked for %.0fs; registering anyway", directory, wait)
+                    break
+                await asyncio.sleep(0.02)
+            except OSError:
+                break
+        yield locked
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class Endpoint:
     """Serves and registers one resource until cancelled; restarts itself on trouble."""
 
@@ -225,7 +357,9 @@ class Endpoint:
         self.watch = watch
         self.name = socket_name(rt.name, config.instance, config.socket_dir)
         self.path = os.path.join(config.socket_dir, self.name)
+        self.digest = _digest(self.name) or ""
         self.registered = asyncio.Event()
+        self.standing_by: str | None = None  # the newer instance's socket we yield to
         self.stopping = False
         self._watcher_status: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
         self.attempts = 0
@@ -262,8 +396,9 @@ class Endpoint:
                 reason = "serve_failed"
                 log.error("%s: endpoint failed: %s", self.rt.name, err)
             self.metrics.server_restarts.labels(self.rt.name, reason).inc()
-            if reason in ("kubelet_restarted", "socket_removed", "stream_ended"):
-                self.metrics.kubelet_restarts.labels(reason).inc()
+            if reason in ("kubelet_restarted", "socket_removed", "stream_ended", "newer_gone"):
+                if reason != "newer_gone":
+                    self.metrics.kubelet_restarts.labels(reason).inc()
                 backoff.reset()
                 delay = 0.0
             else:
@@ -276,9 +411,11 @@ class Endpoint:
 
     async def _prepare_path(self) -> None:
         os.makedirs(self.config.socket_dir, exist_ok=True)
+        for directory in self.config.sweep_dirs:
+            await sweep_stale_sockets(directory, {self.digest}, keep=self.name)
         if not os.path.lexists(self.path):
             return
-        if await asyncio.to_thread(socket_is_live, self.path):
+        if await probe_socket(self.path):
             # Someone serves on our exact name: never steal it, pick another name.
             import secrets
 
@@ -294,30 +431,27 @@ class Endpoint:
             os.unlink(self.path)
 
     async def _newer_instance(self) -> str | None:
-        """The live socket of another instance serving this resource, bound after ours (or
-        ``None``): the instance a kubelet dropped our stream for."""
-        own = _SOCKET_NAME.match(self.name)
+        """The live socket of another instance serving this resource that started after ours
+        (socket mtime = instance start time, then the name breaks ties), or ``None``."""
         try:
             own_stat = os.stat(self.path)
             names = os.listdir(self.config.socket_dir)
         except OSError:
             return None
-        if own is None:
-            return None
+        own_key = (own_stat.st_mtime_ns, self.name)
         newer = []
         for name in names:
-            match = _SOCKET_NAME.match(name)
-            if name == self.name or match is None or match["digest"] != own["digest"]:
+            if name == self.name or _digest(name) != self.digest:
                 continue
             path = os.path.join(self.config.socket_dir, name)
             try:
                 st = os.stat(path)
             except OSError:
                 continue
-            if (st.st_mtime_ns, name) > (own_stat.st_mtime_ns, self.name):
-                newer.append(path)
-        for path in sorted(newer):
-            if await asyncio.to_thread(socket_is_live, path):
+            if (st.st_mtime_ns, name) > own_key:
+                newer.append(((st.st_mtime_ns, name), path))
+        for _, path in sorted(newer, reverse=True):
+            if await probe_socket(path):
                 return path
         return None
 
@@ -328,7 +462,10 @@ class Endpoint:
         await self._prepare_path()
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         closing = asyncio.Event()
-        pb_grpc.add_DevicePluginServicer_to_server(DevicePluginService(self.rt, closing), server)
+        quiet = asyncio.Event()
+        pb_grpc.add_DevicePluginServicer_to_server(
+            DevicePluginService(self.rt, closing, quiet), server
+        )
         if self.config.mode == "watcher":
             reg_grpc.add_RegistrationServicer_to_server(
                 WatcherRegistrationService(self.rt.name, self.path, self._on_watcher_status), server
@@ -340,14 +477,19 @@ class Endpoint:
         finally:
             os.umask(old_umask)
         await server.start()
+        own_inode: int | None = None
         try:
             own_inode = _inode(self.path)
+            started = self.config.started_ns
+            with contextlib.suppress(OSError):
+                os.utime(self.path, ns=(started, started))  # orders the instances
             await self._self_probe()
             if self.config.mode == "watcher":
-                return await self._serve_watcher(own_inode)
-            return await self._serve_kubelet(own_inode)
+                return await self._serve_watcher(own_inode, quiet)
+            return await self._serve_kubelet(own_inode, quiet)
         finally:
             self._set_registered(False)
+            self.standing_by = None
             closing.set()  # end our ListAndWatch streams; in-flight unary calls get the grace
             await asyncio.shield(server.stop(self.config.stop_grace))
             if own_inode is not None and _inode(self.path) == own_inode:
@@ -358,45 +500,138 @@ class Endpoint:
         async with grpc.aio.insecure_channel(f"unix://{self.path}", options=_CLIENT_OPTIONS) as ch:
             await pb_grpc.DevicePluginStub(ch).GetDevicePluginOptions(pb.Empty(), timeout=5)
 
-    async def _wait_for_kubelet(self) -> int:
-        seen = self.watch.changed.generation
-        announced = False
-        while True:
-            inode = _inode(self.config.kubelet_socket)
-            if inode is not None:
-                return inode
-            if not announced:
-                log.info("%s: waiting for %s", self.rt.name, self.config.kubelet_socket)
-                announced = True
-            seen = await self.watch.changed.wait(seen, timeout=1.0)
+    def _socket_trouble(self, own_inode: int | None, kubelet_inode: int | None) -> str | None:
+        if _inode(self.path) != own_inode:
+            log.warning("%s: socket %s was removed (kubelet restart?)", self.rt.name, self.path)
+            return "socket_removed"
+        if kubelet_inode is not None:
+            current = _inode(self.config.kubelet_socket)
+            if current is not None and current != kubelet_inode:
+                log.warning("%s: kubelet.sock was recreated (kubelet restart)", self.rt.name)
+                return "kubelet_restarted"
+        return None
 
-    async def _serve_kubelet(self, own_inode: int | None) -> str:
-        kubelet_inode = await self._wait_for_kubelet()
+    async def _serve_kubelet(self, own_inode: int | None, quiet: asyncio.Event) -> str:
+        announced = False
+        seen = self.watch.changed.generation
+        while True:
+            trouble = self._socket_trouble(own_inode, None)
+            if trouble:
+                return trouble
+            kubelet_inode = _inode(self.config.kubelet_socket)
+            if kubelet_inode is None:
+                if not announced:
+                    log.info("%s: waiting for %s", self.rt.name, self.config.kubelet_socket)
+                    announced = True
+                seen = await self.watch.changed.wait(seen, timeout=1.0)
+                continue
+            async with _directory_lock(self.config.socket_dir, self.config.register_timeout + 2):
+                newer = await self._newer_instance()
+                outcome = None if newer else await self._register_once(own_inode, kubelet_inode)
+            if newer is not None:
+                return await self._stand_by(newer, own_inode, kubelet_inode, quiet)
+            if outcome == "registered":
+                break
+            if outcome != "unreachable":
+                assert outcome is not None
+                return outcome
+            seen = await self.watch.changed.wait(seen, timeout=self.config.retry_interval)
+        self.metrics.registrations.labels(self.rt.name, "success").inc()
+        self.metrics.last_registration.labels(self.rt.name).set(time.time())
+        log.info("%s: registered with the kubelet as %s", self.rt.name, self.name)
+        self._set_registered(True)
+        return await self._watch_for_trouble(own_inode, kubelet_inode, quiet)
+
+    async def _register_once(self, own_inode: int | None, kubelet_inode: int) -> str:
+        """One bounded Register call, abandoned if our socket or ``kubelet.sock`` changes
+        meanwhile. Returns ``registered``, ``unreachable`` or a restart reason; raises
+        :class:`RegistrationError` when the kubelet refuses."""
         options = pb.DevicePluginOptions(
             pre_start_required=self.rt.resource.allocator.pre_start_required,
             get_preferred_allocation_available=True,
         )
-        try:
-            await register_with_kubelet(
+        register = asyncio.ensure_future(
+            register_with_kubelet(
                 self.config.kubelet_socket,
                 self.rt.name,
                 self.name,
                 options,
                 timeout=self.config.register_timeout,
             )
-        except RegistrationError:
-            self.metrics.registrations.labels(self.rt.name, "error").inc()
-            raise
-        self.metrics.registrations.labels(self.rt.name, "success").inc()
-        self.metrics.last_registration.labels(self.rt.name).set(time.time())
-        log.info("%s: registered with the kubelet as %s", self.rt.name, self.name)
-        self._set_registered(True)
-        return await self._watch_for_trouble(own_inode, kubelet_inode)
+        )
+        trouble = asyncio.ensure_future(self._wait_for_socket_trouble(own_inode, kubelet_inode))
+        try:
+            await asyncio.wait({register, trouble}, return_when=asyncio.FIRST_COMPLETED)
+            if not register.done():
+                log.warning("%s: abandoning a Register call in flight", self.rt.name)
+                return trouble.result()
+            try:
+                register.result()
+            except RegistrationError as err:
+                self.metrics.registrations.labels(self.rt.name, "error").inc()
+                if err.refused:
+                    raise
+                log.debug("%s: %s", self.rt.name, err)
+                return self._socket_trouble(own_inode, kubelet_inode) or "unreachable"
+            return "registered"
+        finally:
+            await cancel_and_wait(register, trouble)
 
-    async def _serve_watcher(self, own_inode: int | None) -> str:
+    async def _wait_for_socket_trouble(self, own_inode: int | None, kubelet_inode: int) -> str:
+        seen = self.watch.changed.generation
+        while True:
+            trouble = self._socket_trouble(own_inode, kubelet_inode)
+            if trouble:
+                return trouble
+            seen = await self.watch.changed.wait(seen, timeout=0.5)
+
+    async def _stand_by(
+        self,
+        newer: str,
+        own_inode: int | None,
+        kubelet_inode: int | None,
+        quiet: asyncio.Event,
+    ) -> str:
+        """A newer instance serves this resource: send nothing (keep any stream open) until
+        it goes away, then restart (which ends our old streams before registering again)."""
+        rt = self.rt
+        quiet.set()
+        self._set_registered(False)
+        self.standing_by = newer
+        log.warning(
+            "%s: a newer instance serves this resource on %s: standing by until it goes away",
+            rt.name,
+            newer,
+        )
+        seen = self.watch.changed.generation
+        while True:
+            trouble = self._socket_trouble(own_inode, kubelet_inode)
+            if trouble:
+                return trouble
+            if not await probe_socket(newer):
+                if os.path.lexists(newer):
+                    # it served a moment ago, so it is not being bound: its process died
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(newer)
+                        log.info("%s: removed %s: its instance died", rt.name, newer)
+                successor = await self._newer_instance()
+                if successor is None:
+                    log.warning(
+                        "%s: the newer instance on %s went away: registering again",
+                        rt.name,
+                        newer,
+                    )
+                    return "newer_gone"
+                newer = self.standing_by = successor
+                log.info("%s: now standing by for %s", rt.name, newer)
+            seen = await self.watch.changed.wait(seen, timeout=self.config.standby_probe)
+
+    async def _serve_watcher(self, own_inode: int | None, quiet: asyncio.Event) -> str:
         log.info("%s: serving %s for the kubelet plugin watcher", self.rt.name, self.path)
         status_task = asyncio.ensure_future(self._watcher_status.get())
-        trouble_task = asyncio.ensure_future(self._watch_for_trouble(own_inode, None, active=False))
+        trouble_task = asyncio.ensure_future(
+            self._watch_for_trouble(own_inode, None, quiet, active=False)
+        )
         try:
             while True:
                 done, _ = await asyncio.wait(
@@ -409,9 +644,12 @@ class Endpoint:
                     self.metrics.registrations.labels(self.rt.name, "success").inc()
                     self.metrics.last_registration.labels(self.rt.name).set(time.time())
                     log.info("%s: registered through the plugin watcher", self.rt.name)
-                    self._set_registered(True)
+                    if not quiet.is_set():
+                        self._set_registered(True)
                     await cancel_and_wait(trouble_task)
-                    trouble_task = asyncio.ensure_future(self._watch_for_trouble(own_inode, None))
+                    trouble_task = asyncio.ensure_future(
+                        self._watch_for_trouble(own_inode, None, quiet)
+                    )
                 else:
                     self.metrics.registrations.labels(self.rt.name, "error").inc()
                     raise RegistrationError(f"plugin watcher refused {self.rt.name}: {error}")
@@ -420,34 +658,33 @@ class Endpoint:
             await cancel_and_wait(status_task, trouble_task)
 
     async def _watch_for_trouble(
-        self, own_inode: int | None, kubelet_inode: int | None, *, active: bool = True
+        self,
+        own_inode: int | None,
+        kubelet_inode: int | None,
+        quiet: asyncio.Event,
+        *,
+        active: bool = True,
     ) -> str:
         """Return the reason the endpoint must restart. ``active``: registration done, so
-        stream expectations apply."""
+        stream expectations apply. A newer instance appearing makes us stand by."""
         rt = self.rt
         wake = Signal()
         with self.watch.changed.forwarded_to(wake), rt.streams_changed.forwarded_to(wake):
             registered_at = time.monotonic()
             had_stream = rt.streams > 0
             zero_since: float | None = None if had_stream else registered_at
-            standing_by: str | None = None  # the newer instance's socket we yield to
             seen = wake.generation
             while True:
-                if _inode(self.path) != own_inode:
-                    log.warning("%s: socket %s was removed (kubelet restart?)", rt.name, self.path)
-                    return "socket_removed"
-                if kubelet_inode is not None:
-                    current = _inode(self.config.kubelet_socket)
-                    if current is not None and current != kubelet_inode:
-                        log.warning("%s: kubelet.sock was recreated (kubelet restart)", rt.name)
-                        return "kubelet_restarted"
+                trouble = self._socket_trouble(own_inode, kubelet_inode)
+                if trouble:
+                    return trouble
+                newer = await self._newer_instance()
+                if newer is not None:
+                    return await self._stand_by(newer, own_inode, kubelet_inode, quiet)
                 now = time.monotonic()
                 if rt.streams > 0:
                     had_stream = True
                     zero_since = None
-                    if standing_by is not None:
-                        standing_by = None
-                        self._set_registered(True)
                 elif zero_since is None:
                     zero_since = now
                 timeout: float | None = None
@@ -455,22 +692,8 @@ class Endpoint:
                     if had_stream:
                         timeout = zero_since + self.config.stream_grace - now
                         if timeout <= 0:
-                            newer = await self._newer_instance()
-                            if newer is None:
-                                log.warning(
-                                    "%s: ListAndWatch stream ended and none reopened", rt.name
-                                )
-                                return "stream_ended"
-                            if newer != standing_by:
-                                log.warning(
-                                    "%s: ListAndWatch stream ended; a newer instance serves "
-                                    "this resource on %s: standing by until it goes away",
-                                    rt.name,
-                                    newer,
-                                )
-                                standing_by = newer
-                                self._set_registered(False)
-                            timeout = None  # re-checked on directory changes and polls
+                            log.warning("%s: ListAndWatch stream ended", rt.name)
+                            return "stream_ended"
                     else:
                         timeout = registered_at + self.config.stream_timeout - now
                         if timeout <= 0:

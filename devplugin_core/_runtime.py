@@ -76,13 +76,14 @@ class RuntimeOptions:
     instance: str = field(default_factory=lambda: secrets.token_hex(3))
     discovery_timeout: float = 30.0
     kubelet_poll_interval: float = 5.0
-    stream_grace: float = 3.0
+    stream_grace: float = 0.25
     watch_config: bool = True
     handle_signals: bool = True
 
     def resolved_mode(self) -> str:
-        """``auto`` picks the plugin watcher when the kubelet has deprecated ``kubelet.sock``
-        registration (it creates ``device-plugins/DEPRECATION``), else ``kubelet``."""
+        """``auto`` picks the plugin watcher only when ``device-plugins/DEPRECATION`` exists,
+        else ``kubelet``. No kubelet up to 1.32 writes it (its one writer, ``handler.go:
+        GetPluginHandler``, is never called), so there ``auto`` means ``kubelet``."""
         if self.registration_mode != "auto":
             return self.registration_mode
         deprecated = os.path.exists(os.path.join(self.kubelet_dir, "DEPRECATION"))

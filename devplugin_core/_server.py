@@ -37,9 +37,16 @@ __all__ = ["DevicePluginService", "WatcherRegistrationService"]
 class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
     """``v1beta1.DevicePlugin`` for one resource (one socket)."""
 
-    def __init__(self, rt: ResourceRuntime, closing: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        rt: ResourceRuntime,
+        closing: asyncio.Event | None = None,
+        quiet: asyncio.Event | None = None,
+    ) -> None:
         self.rt = rt
         self.closing = closing or asyncio.Event()
+        #: set while a newer instance owns the resource: streams stay open but send nothing
+        self.quiet = quiet or asyncio.Event()
 
     async def GetDevicePluginOptions(
         self, request: pb.Empty, context: object
@@ -67,6 +74,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
                     return  # the endpoint is shutting down: end the stream cleanly
                 snapshot = newer.result()
                 sent = snapshot.version
+                if self.quiet.is_set():
+                    continue  # standing by: the newer instance's stream speaks for us
                 yield rt.wire(snapshot)  # type: ignore[misc]
                 rt.metrics.updates.labels(rt.name).inc()
         finally:

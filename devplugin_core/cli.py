@@ -86,7 +86,8 @@ def _add(
 
 def _common_flags(parser: argparse.ArgumentParser, spec: PluginSpec[Any] | None) -> None:
     default_config = spec.default_config_file if spec else None
-    _add(parser, "--config-file", f"config file (JSON or YAML; default {default_config or 'none'})")
+    shown = (default_config or "none") if spec else "the plugin's own"
+    _add(parser, "--config-file", f"config file (JSON or YAML; default {shown})")
     _add(
         parser, "--host-root", "root of the host filesystem (sysfs and /dev are read under it)", "/"
     )
@@ -94,13 +95,16 @@ def _common_flags(parser: argparse.ArgumentParser, spec: PluginSpec[Any] | None)
     _add(
         parser,
         "--plugins-registry-dir",
-        "kubelet plugin-watcher directory (watcher mode)",
-        DEFAULT_REGISTRY_DIR,
+        "kubelet plugin-watcher directory (watcher mode; default: plugins_registry beside "
+        f"--kubelet-dir, {DEFAULT_REGISTRY_DIR} for the default --kubelet-dir)",
+        None,
     )
     _add(
         parser,
         "--registration-mode",
-        "register via kubelet.sock, the plugin watcher, or auto",
+        "register via kubelet.sock, the plugin watcher, or auto (the watcher only if the "
+        "kubelet wrote device-plugins/DEPRECATION, which no kubelet up to 1.32 does: auto "
+        "means kubelet there)",
         "kubelet",
         choices=["auto", "kubelet", "watcher"],
     )
@@ -132,6 +136,47 @@ def _common_flags(parser: argparse.ArgumentParser, spec: PluginSpec[Any] | None)
     if spec:
         for flag in spec.flags:
             _add(parser, f"--{flag.name}", flag.help, flag.default, type=flag.type)
+
+
+#: framework flags naming a path: relative values are resolved against the working directory
+PATH_FLAGS = (
+    "config_file",
+    "host_root",
+    "kubelet_dir",
+    "plugins_registry_dir",
+    "metrics_tls_cert",
+    "metrics_tls_key",
+    "cdi_dir",
+    "pod_resources_socket",
+)
+#: plugin flags whose name ends like this name a path too (``--device-info-dir``...)
+PATH_SUFFIXES = ("-dir", "-file", "-path", "-socket")
+
+
+def _absolute(value: Any) -> Any:
+    """A relative path made absolute against the working directory (``""``/``None`` stay:
+    they mean "off"); gRPC would otherwise read ``unix://rel/x.sock`` as host ``rel``."""
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return os.path.abspath(value)
+    return value
+
+
+def _resolve_paths(args: argparse.Namespace, spec: PluginSpec[Any] | None) -> None:
+    for dest in PATH_FLAGS:
+        if hasattr(args, dest):
+            setattr(args, dest, _absolute(getattr(args, dest)))
+    for flag in spec.flags if spec else ():
+        if flag.name.endswith(PATH_SUFFIXES) and hasattr(args, flag.dest):
+            setattr(args, flag.dest, _absolute(getattr(args, flag.dest)))
+    if getattr(args, "plugins_registry_dir", "") is None:
+        args.plugins_registry_dir = default_registry_dir(args.kubelet_dir)
+
+
+def default_registry_dir(kubelet_dir: str) -> str:
+    """``plugins_registry`` beside the device-plugins directory (the kubelet's layout)."""
+    if os.path.normpath(kubelet_dir) == os.path.normpath(DEFAULT_KUBELET_DIR):
+        return DEFAULT_REGISTRY_DIR
+    return os.path.join(os.path.dirname(os.path.normpath(kubelet_dir)), "plugins_registry")
 
 
 def _options(args: argparse.Namespace, spec: PluginSpec[Any], **extra: Any) -> RuntimeOptions:
@@ -370,7 +415,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if not args.plugin or args.plugin.startswith("-"):
         if "-h" in rest or "--help" in rest or args.plugin in ("-h", "--help"):
-            print(f"usage: devplugin {args.command} PLUGIN [flags]; `devplugin list` shows plugins")
+            generic = argparse.ArgumentParser(
+                prog=f"devplugin {args.command} PLUGIN",
+                description="Flags of every plugin (`devplugin list` shows the plugins; "
+                f"`devplugin {args.command} PLUGIN --help` adds that plugin's own flags).",
+            )
+            _common_flags(generic, None)
+            generic.print_help()
             return EXIT_OK
         parser.error(f"{args.command}: missing PLUGIN (see `devplugin list`)")
     from ._plugins import get_plugin
@@ -381,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"devplugin: {err}", file=sys.stderr)
         return EXIT_CONFIG
     full = _plugin_parser(args.command, spec).parse_args(rest)
+    _resolve_paths(full, spec)
     quiet = args.command in ("validate", "discover") and full.log_level == "info"
     setup_logging(full.log_format, "warning" if quiet else full.log_level)
     if args.command == "validate":

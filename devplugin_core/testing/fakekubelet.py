@@ -1,15 +1,43 @@
 """FakeKubelet: the kubelet's side of the device plugin API, over real unix sockets.
 
-It behaves like ``pkg/kubelet/cm/devicemanager``: it serves ``v1beta1.Registration`` on
-``<dir>/kubelet.sock``; on ``Register`` it checks the version and the resource name, dials the
-plugin's socket back, calls ``GetDevicePluginOptions`` and then consumes ``ListAndWatch`` in the
-background, recording every device list. A newer registration of the same resource replaces the
-older connection. When a stream ends the resource is marked unhealthy and never re-dialled.
-``allocate``/``preferred``/``pre_start`` send one container request per call and read ``[0]``,
-as the kubelet does. :meth:`restart` wipes the sockets and recreates ``kubelet.sock`` (new inode).
+It follows ``pkg/kubelet/cm/devicemanager`` (Kubernetes 1.32) rule by rule, naming the Go
+function each part copies:
+
+* ``server.go: Start`` -> ``CleanupPluginDirectory``: on start every socket in the directory
+  (ours and ``kubelet.sock`` too; the checkpoint and other files stay) is deleted, then
+  ``v1beta1.Registration`` listens on ``<dir>/kubelet.sock``.
+* ``server.go: Register`` checks the version and the resource name, then ``handler.go:
+  connectClient`` registers a client, dials the plugin's socket (``client.go: Connect``: 10 s,
+  blocking) and ``manager.go: PluginConnected`` calls ``GetDevicePluginOptions`` and points the
+  resource's endpoint (the one Allocate and PreStartContainer use) at that plugin. Register
+  answers only after all of that.
+* ``handler.go: runClient`` runs ``client.go: Run`` (consume ``ListAndWatch``; every response
+  goes to ``manager.go: PluginListAndWatchReceiver``, which replaces the resource's device list,
+  whichever client it came from). When the stream ends, ``runClient`` disconnects the client
+  ``getClient`` returns (``client.go: Disconnect`` closes its channel) and ``manager.go:
+  PluginDisconnected`` marks every device of the resource unhealthy and stops the endpoint.
+  The kubelet never re-dials: the plugin must register again.
+
+Which client ``getClient`` returns is the constructor's ``clients`` option:
+
+* ``"single"`` (Kubernetes 1.32, the default): one current client per resource. A newer
+  registration replaces ``clients[resource]`` but the older client's ``Run`` keeps reading the
+  older stream (its updates still rewrite the devices); when *any* stream of the resource ends,
+  the *current* client is disconnected and the resource goes unhealthy.
+* ``"per-socket"`` (upstream master since late 2025, kubernetes #135437): a list of clients per
+  resource keyed by socket path; a stream that ends disconnects only its own client, and only
+  the disconnect of the client the endpoint points at marks the resource unhealthy.
+
+``allocate``/``preferred``/``pre_start`` go to the resource's endpoint, send one container
+request per call and read ``[0]``, as the kubelet does; Allocate is refused, as in
+``manager.go: devicesToAllocate``, while the resource has no healthy device.
+:meth:`restart` is a kubelet restart (connections dropped, then a start: cleanup and a new
+``kubelet.sock``, new inode); :meth:`stop` with ``stale_socket=True`` leaves a dead
+``kubelet.sock`` behind like a killed kubelet.
 
 In ``watcher`` mode it instead scans a plugins_registry directory the way the plugin watcher
-does (``GetInfo`` with a 1 s deadline, then ``NotifyRegistrationStatus``).
+does (``GetInfo`` with a 1 s deadline, then ``NotifyRegistrationStatus``; a removed socket is
+``handler.go: DeRegisterPlugin``). The plugin watcher never cleans that directory.
 """
 
 from __future__ import annotations
@@ -17,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +60,13 @@ from .._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from .._proto import pluginregistration_v1_pb2 as reg_pb
 from .._proto import pluginregistration_v1_pb2_grpc as reg_grpc
 
-__all__ = ["FakeKubelet", "PluginConnection", "Registration"]
+__all__ = ["CLIENT_MODELS", "FakeKubelet", "PluginConnection", "Registration"]
 
-_OPTIONS = [("grpc.default_authority", "localhost")]
+# a fresh connection per dial, like the kubelet's own grpc.DialContext (no shared back-off)
+_OPTIONS = [("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1)]
+HEALTHY = "Healthy"
+#: ``single``: Kubernetes 1.32's one current client per resource; ``per-socket``: newer kubelets.
+CLIENT_MODELS = ("single", "per-socket")
 
 
 @dataclass(frozen=True)
@@ -47,23 +80,26 @@ class Registration:
     at: float
 
 
-@dataclass
+@dataclass(eq=False)
 class PluginConnection:
-    """The kubelet's client for one registered resource."""
+    """The kubelet's client for one registered plugin socket (``client.go: client``)."""
 
     resource: str
     endpoint: str
-    channel: grpc.aio.Channel
-    stub: pb_grpc.DevicePluginStub
-    options: pb.DevicePluginOptions
+    socket_path: str
+    channel: grpc.aio.Channel | None = None
+    stub: pb_grpc.DevicePluginStub | None = None
+    options: pb.DevicePluginOptions = field(default_factory=pb.DevicePluginOptions)
     history: list[list[pb.Device]] = field(default_factory=list)
     stream: grpc.aio.UnaryStreamCall | None = None
     task: asyncio.Task[None] | None = None
     ended: bool = False
     end_reason: str = ""
+    connected_at: float = 0.0
 
     @property
     def devices(self) -> list[pb.Device]:
+        """The latest device list received on this client's own stream."""
         return self.history[-1] if self.history else []
 
 
@@ -81,7 +117,11 @@ class _RegistrationService(pb_grpc.RegistrationServicer):  # type: ignore[misc]
 
 
 class FakeKubelet:
-    """A fake kubelet on ``directory`` (keep it short: unix socket paths max out near 107 bytes)."""
+    """A fake kubelet on ``directory`` (keep it short: unix socket paths max out near 107 bytes).
+
+    ``clients``: ``"single"`` (Kubernetes 1.32) or ``"per-socket"`` (newer kubelets); see the
+    module docstring.
+    """
 
     def __init__(
         self,
@@ -90,26 +130,48 @@ class FakeKubelet:
         mode: str = "kubelet",
         registry_dir: str | None = None,
         scan_interval: float = 0.1,
+        clients: str = "single",
     ) -> None:
+        if clients not in CLIENT_MODELS:
+            raise ValueError(f"clients must be one of {CLIENT_MODELS}, not {clients!r}")
         self.directory = directory
         self.mode = mode
+        self.client_model = clients
         self.registry_dir = registry_dir or os.path.join(
             os.path.dirname(directory), "plugins_registry"
         )
         self.scan_interval = scan_interval
         self.socket_path = os.path.join(directory, "kubelet.sock")
         self.registrations: list[Registration] = []
+        #: resource -> the client the resource's endpoint points at (``PluginConnected``);
+        #: removed when ``PluginDisconnected`` stops the endpoint.
         self.connections: dict[str, PluginConnection] = {}
+        #: resource -> the clients ``handler.go`` keeps (one at most in the ``single`` model).
+        self.clients: dict[str, list[PluginConnection]] = {}
+        #: every client whose ``Run`` is still reading its stream (current or not).
+        self.running: set[PluginConnection] = set()
         self.refuse: dict[str, str] = {}
         self.restarts = 0
+        self.started_at = 0.0
+        self.cleaned: list[str] = []  # socket names the last start-up cleanup deleted
+        self._devices: dict[str, list[pb.Device]] = {}
+        self._marked_unhealthy: set[str] = set()
         self._server: grpc.aio.Server | None = None
         self._scanner: asyncio.Task[None] | None = None
         self._watched: dict[str, float] = {}
         self._changed = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
+        """``server.go: Start``: clean the socket directory, then serve ``kubelet.sock``."""
         os.makedirs(self.directory, exist_ok=True)
+        self._stopping = False
+        self._devices.clear()  # a new kubelet process: nothing registered yet
+        self._marked_unhealthy.clear()
+        self.cleaned = self._cleanup_plugin_directory(self.directory)
+        self.started_at = time.monotonic()
         if self.mode == "watcher":
             os.makedirs(self.registry_dir, exist_ok=True)
             self._scanner = asyncio.get_running_loop().create_task(self._scan_registry())
@@ -119,31 +181,54 @@ class FakeKubelet:
         server.add_insecure_port(f"unix://{self.socket_path}")
         await server.start()
         self._server = server
+        self._notify()
 
-    async def stop(self) -> None:
+    @staticmethod
+    def _cleanup_plugin_directory(directory: str) -> list[str]:
+        """``manager.go: CleanupPluginDirectory``: remove every socket (not directories, not
+        other files such as the checkpoint)."""
+        removed = []
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+                    removed.append(name)
+        return removed
+
+    async def stop(self, *, stale_socket: bool = False) -> None:
+        """``server.go: Stop``: disconnect every client and stop serving. ``stale_socket``
+        leaves a dead ``kubelet.sock`` (nobody listening), as a killed kubelet does."""
+        self._stopping = True
         if self._scanner is not None:
             await cancel_and_wait(self._scanner)
             self._scanner = None
-        for conn in list(self.connections.values()):
-            await self._disconnect(conn, "kubelet stopped")
+        for conn in list(self.running) + [c for cs in self.clients.values() for c in cs]:
+            await self._close(conn, "kubelet stopped")
+        await cancel_and_wait(*self._tasks)
+        self._tasks.clear()
+        self.running.clear()
+        self.clients.clear()
         self.connections.clear()
         if self._server is not None:
             await self._server.stop(0)
             self._server = None
+        if stale_socket and self.mode != "watcher":
+            dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+            dead.bind(self.socket_path)  # bound, never listening: connect() is refused
+            dead.close()
+        self._notify()
 
-    async def restart(self) -> None:
-        """Like a kubelet restart: drop every connection, delete every socket in the directory
-        (checkpoint and other files stay), and listen on a new ``kubelet.sock``."""
-        await self.stop()
+    async def restart(self, downtime: float = 0.0) -> None:
+        """Like a kubelet restart: drop every connection, stay down ``downtime`` seconds, then
+        start (which deletes every socket in the directory and listens on a new
+        ``kubelet.sock``)."""
+        await self.stop(stale_socket=downtime > 0)
         self._watched.clear()
-        for directory in {self.directory, self.registry_dir}:
-            if not os.path.isdir(directory):
-                continue
-            for name in os.listdir(directory):
-                path = os.path.join(directory, name)
-                with contextlib.suppress(FileNotFoundError):
-                    if stat.S_ISSOCK(os.lstat(path).st_mode):
-                        os.unlink(path)
+        if downtime:
+            await asyncio.sleep(downtime)
         self.restarts += 1
         await self.start()
 
@@ -154,8 +239,9 @@ class FakeKubelet:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- registration --------------------------------------------------------------------------
+    # -- registration (server.go / handler.go) -------------------------------------------------
     async def _register(self, request: pb.RegisterRequest) -> str | None:
+        """``server.go: Register``."""
         if request.version != "v1beta1":
             return (
                 f"requested API version {request.version!r} is not supported by kubelet. "
@@ -181,68 +267,153 @@ class FakeKubelet:
         )
         path = os.path.join(self.directory, request.endpoint)
         try:
-            await self._connect(request.resource_name, path)
+            await self._connect_client(request.resource_name, path)
         except grpc.aio.AioRpcError as err:
             return f"failed to dial device plugin: {err.code().name}: {err.details()}"
         return None
 
-    async def _connect(self, resource: str, path: str) -> PluginConnection:
-        channel = grpc.aio.insecure_channel(f"unix://{path}", options=_OPTIONS)
+    def _register_client(self, name: str, conn: PluginConnection) -> None:
+        """``handler.go: registerClient``: replace (single) or append (per-socket)."""
+        if self.client_model == "single":
+            self.clients[name] = [conn]
+        else:
+            self.clients.setdefault(name, []).append(conn)
+
+    def _deregister_client(self, name: str, socket_path: str) -> None:
+        """``handler.go: deregisterClient``: 1.32 deletes whatever client is current; the
+        per-socket model removes the first client with that socket path."""
+        clients = self.clients.get(name, [])
+        if self.client_model == "single":
+            clients.clear()
+        else:
+            for i, conn in enumerate(clients):
+                if conn.socket_path == socket_path:
+                    del clients[i]
+                    break
+        if not clients:
+            self.clients.pop(name, None)
+
+    def _get_client(self, name: str, socket_path: str) -> PluginConnection | None:
+        """``handler.go: getClient``: 1.32 returns the current client whatever its socket; the
+        per-socket model the first one with ``socket_path``."""
+        clients = self.clients.get(name, [])
+        if self.client_model == "single":
+            return clients[0] if clients else None
+        return next((c for c in clients if c.socket_path == socket_path), None)
+
+    async def _connect_client(self, name: str, path: str) -> PluginConnection:
+        """``handler.go: connectClient``: register the client, ``Connect`` (dial, then
+        ``PluginConnected``), then ``runClient`` in the background."""
+        conn = PluginConnection(name, os.path.basename(path), path)
+        self._register_client(name, conn)
         try:
-            await bounded(channel.channel_ready(), 10)
-            stub = pb_grpc.DevicePluginStub(channel)
-            options = await stub.GetDevicePluginOptions(pb.Empty(), timeout=10)
-        except (grpc.aio.AioRpcError, TimeoutError) as err:
-            await channel.close()
-            if isinstance(err, TimeoutError):
-                raise grpc.aio.AioRpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.aio.Metadata(),
-                    grpc.aio.Metadata(),
-                    "dial timed out",
-                ) from None
+            await self._dial(conn)
+            await self._plugin_connected(name, conn)
+        except grpc.aio.AioRpcError:
+            self._deregister_client(name, path)
+            if conn.channel is not None:
+                await conn.channel.close()
             raise
-        old = self.connections.get(resource)
-        conn = PluginConnection(resource, os.path.basename(path), channel, stub, options)
-        self.connections[resource] = conn
-        conn.task = asyncio.get_running_loop().create_task(self._consume(conn))
-        if old is not None:
-            await self._disconnect(old, "replaced by a new registration")
+        self.running.add(conn)
+        task = asyncio.get_running_loop().create_task(self._run_client(conn))
+        conn.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._notify()
         return conn
 
-    async def _consume(self, conn: PluginConnection) -> None:
+    @staticmethod
+    async def _dial(conn: PluginConnection) -> None:
+        """``client.go: dial``: a blocking dial with a 10 s deadline."""
+        channel = grpc.aio.insecure_channel(f"unix://{conn.socket_path}", options=_OPTIONS)
+        conn.channel = channel
+        try:
+            await bounded(channel.channel_ready(), 10)
+        except TimeoutError:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                "dial timed out (10s)",
+            ) from None
+        conn.stub = pb_grpc.DevicePluginStub(channel)
+
+    async def _plugin_connected(self, name: str, conn: PluginConnection) -> None:
+        """``manager.go: PluginConnected``: read the options and point the endpoint here."""
+        assert conn.stub is not None
+        conn.options = await conn.stub.GetDevicePluginOptions(pb.Empty(), timeout=10)
+        conn.connected_at = time.monotonic()
+        self.connections[name] = conn
+
+    async def _run_client(self, conn: PluginConnection) -> None:
+        """``handler.go: runClient``: ``client.go: Run`` until the stream ends, then disconnect
+        the client ``getClient`` names."""
+        assert conn.stub is not None
         try:
             conn.stream = conn.stub.ListAndWatch(pb.Empty())
             async for response in conn.stream:
                 conn.history.append(list(response.devices))
-                self._notify()
-            conn.end_reason = "stream ended"
+                self._list_and_watch_receiver(conn.resource, list(response.devices))
+            conn.end_reason = conn.end_reason or "stream ended"
         except asyncio.CancelledError:
             conn.end_reason = conn.end_reason or "cancelled"
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
         except grpc.aio.AioRpcError as err:
-            conn.end_reason = f"{err.code().name}: {err.details()}"
+            conn.end_reason = conn.end_reason or f"{err.code().name}: {err.details()}"
         finally:
             conn.ended = True
+            self.running.discard(conn)
             self._notify()
+        if self._stopping:
+            return
+        current = self._get_client(conn.resource, conn.socket_path)
+        if current is not None:
+            await self._disconnect_client(conn.resource, current)
 
-    async def _disconnect(self, conn: PluginConnection, reason: str) -> None:
+    async def _disconnect_client(self, name: str, conn: PluginConnection) -> None:
+        """``handler.go: disconnectClient``: deregister, then ``client.go: Disconnect`` (close
+        the channel, ``PluginDisconnected``)."""
+        self._deregister_client(name, conn.socket_path)
+        await self._close(conn, "disconnected by the kubelet")
+        self._plugin_disconnected(name, conn)
+
+    @staticmethod
+    async def _close(conn: PluginConnection, reason: str) -> None:
         conn.end_reason = conn.end_reason or reason
         if conn.stream is not None:
             conn.stream.cancel()
-        if conn.task is not None:
-            await cancel_and_wait(conn.task)
-        await conn.channel.close()
-        conn.ended = True
-        if self.connections.get(conn.resource) is conn:
-            del self.connections[conn.resource]
+        if conn.channel is not None:
+            await conn.channel.close()
+
+    def _plugin_disconnected(self, name: str, conn: PluginConnection) -> None:
+        """``manager.go: PluginDisconnected``: mark every device unhealthy, stop the endpoint.
+        1.32 does it whichever client disconnected; the per-socket model only when it is the
+        one the endpoint points at."""
+        endpoint = self.connections.get(name)
+        if endpoint is None:
+            return
+        if self.client_model == "per-socket" and endpoint.socket_path != conn.socket_path:
+            return
+        self._marked_unhealthy.add(name)  # markResourceUnhealthy
+        del self.connections[name]
+        self._notify()
+
+    def _list_and_watch_receiver(self, name: str, devices: list[pb.Device]) -> None:
+        """``manager.go: PluginListAndWatchReceiver``: the resource's devices are replaced."""
+        self._devices[name] = devices
+        self._marked_unhealthy.discard(name)
         self._notify()
 
     async def cancel_stream(self, resource: str) -> None:
-        """End the resource's ListAndWatch from the kubelet side (the kubelet won't re-dial)."""
+        """End the ListAndWatch stream of the resource's endpoint from the kubelet side (what
+        follows is ``runClient``'s; the kubelet won't re-dial)."""
         conn = self.connections[resource]
         conn.end_reason = "cancelled by the kubelet side"
-        await self._disconnect(conn, conn.end_reason)
+        if conn.stream is not None:
+            conn.stream.cancel()
+        await self.wait_until(lambda: conn.ended, 10, "the cancelled stream to end")
 
     # -- plugin watcher mode -------------------------------------------------------------------
     async def _scan_registry(self) -> None:
@@ -261,14 +432,23 @@ class FakeKubelet:
                 if self._watched.get(path) == inode:
                     continue
                 self._watched[path] = inode
-                asyncio.get_running_loop().create_task(self._watcher_register(path))
+                task = asyncio.get_running_loop().create_task(self._watcher_register(path))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             for path in list(self._watched):
                 if path not in present:
                     del self._watched[path]
-                    for conn in list(self.connections.values()):
-                        if os.path.join(self.registry_dir, conn.endpoint) == path:
-                            await self._disconnect(conn, "socket removed (deregistered)")
+                    await self._deregister_plugin(path)
             await asyncio.sleep(self.scan_interval)
+
+    async def _deregister_plugin(self, path: str) -> None:
+        """``handler.go: DeRegisterPlugin`` for a removed registration socket."""
+        for name, clients in list(self.clients.items()):
+            if not any(c.socket_path == path for c in clients):
+                continue
+            client = self._get_client(name, path)
+            if client is not None:
+                await self._disconnect_client(name, client)
 
     async def _watcher_register(self, path: str) -> None:
         channel = grpc.aio.insecure_channel(f"unix://{path}", options=_OPTIONS)
@@ -290,7 +470,7 @@ class FakeKubelet:
                 )
                 endpoint = info.endpoint or path
                 try:
-                    await self._connect(info.name, endpoint)
+                    await self._connect_client(info.name, endpoint)
                 except grpc.aio.AioRpcError as err:
                     error = f"failed to dial: {err.details()}"
             await stub.NotifyRegistrationStatus(
@@ -319,8 +499,17 @@ class FakeKubelet:
                             await event.wait()
         except TimeoutError:
             raise AssertionError(
-                f"fake kubelet: timed out after {timeout}s waiting for {what}"
+                f"fake kubelet: timed out after {timeout}s waiting for {what} ({self._state()})"
             ) from None
+
+    def _state(self) -> str:
+        """What the kubelet holds, for failure messages."""
+        conns = {r: (c.endpoint, len(c.history), c.ended) for r, c in self.connections.items()}
+        clients = {r: [c.endpoint for c in cs] for r, cs in self.clients.items()}
+        return (
+            f"endpoints {conns}, clients {clients}, {len(self.running)} streams, "
+            f"registrations {[(r.resource, r.endpoint) for r in self.registrations[-4:]]}"
+        )
 
     def registration_count(self, resource: str) -> int:
         return sum(1 for r in self.registrations if r.resource == resource)
@@ -346,22 +535,43 @@ class FakeKubelet:
         predicate: Callable[[list[pb.Device]], bool] = lambda d: True,
         timeout: float = 10.0,
     ) -> list[pb.Device]:
-        """Wait until the latest device list of ``resource`` satisfies ``predicate``."""
+        """Wait until ``resource`` is connected and the kubelet's device list of it (see
+        :meth:`devices`) satisfies ``predicate``."""
 
         def ok() -> bool:
-            conn = self.connections.get(resource)
-            return conn is not None and bool(conn.history) and predicate(conn.devices)
+            return (
+                resource in self.connections
+                and resource in self._devices
+                and predicate(self.devices(resource))
+            )
 
         await self.wait_until(ok, timeout, f"devices of {resource}")
-        return self.connections[resource].devices
+        return self.devices(resource)
 
     def devices(self, resource: str) -> list[pb.Device]:
-        conn = self.connections.get(resource)
-        return conn.devices if conn else []
+        """The resource's devices as the kubelet holds them: the latest list any client sent
+        (``PluginListAndWatchReceiver``), all Unhealthy after ``PluginDisconnected`` until the
+        next list arrives."""
+        devices = self._devices.get(resource, [])
+        if resource not in self._marked_unhealthy:
+            return list(devices)
+        marked = []
+        for device in devices:
+            copy = pb.Device()
+            copy.CopyFrom(device)
+            copy.health = "Unhealthy"
+            marked.append(copy)
+        return marked
 
     def health(self, resource: str) -> dict[str, str]:
         """Device ID -> health string, as the kubelet would count them."""
         return {d.ID: d.health for d in self.devices(resource)}
+
+    def healthy(self, resource: str) -> int:
+        """How many devices of ``resource`` the kubelet counts as allocatable."""
+        if resource not in self.connections:
+            return 0
+        return sum(d.health == HEALTHY for d in self.devices(resource))
 
     async def _conn(self, resource: str, timeout: float = 10.0) -> PluginConnection:
         """The live connection of ``resource``; like the kubelet, an RPC to a resource waits
@@ -375,20 +585,38 @@ class FakeKubelet:
                 ) from None
         return self.connections[resource]
 
-    async def options(self, resource: str) -> pb.DevicePluginOptions:
+    async def _stub(self, resource: str) -> pb_grpc.DevicePluginStub:
         conn = await self._conn(resource)
-        options: pb.DevicePluginOptions = await conn.stub.GetDevicePluginOptions(
-            pb.Empty(), timeout=10
-        )
+        assert conn.stub is not None
+        return conn.stub
+
+    async def options(self, resource: str) -> pb.DevicePluginOptions:
+        stub = await self._stub(resource)
+        options: pb.DevicePluginOptions = await stub.GetDevicePluginOptions(pb.Empty(), timeout=10)
         return options
 
     async def allocate(
-        self, resource: str, ids: Sequence[str], timeout: float = 10.0
+        self,
+        resource: str,
+        ids: Sequence[str],
+        timeout: float = 10.0,
+        *,
+        kubelet_checks: bool = False,
     ) -> pb.ContainerAllocateResponse:
         """Allocate one container's devices; returns ``container_responses[0]`` like the kubelet
-        (an empty list of responses is an error, as in the kubelet)."""
-        conn = await self._conn(resource)
-        reply = await conn.stub.Allocate(
+        (an empty list of responses is an error, as in the kubelet). ``kubelet_checks``: refuse
+        as ``manager.go: devicesToAllocate`` does while the resource has no healthy device or
+        an ID is not healthy (off by default, so tests can probe the plugin's own checks)."""
+        stub = await self._stub(resource)
+        if kubelet_checks:
+            health = self.health(resource)
+            if HEALTHY not in health.values():
+                raise AssertionError(
+                    f"no healthy devices present; cannot allocate unhealthy devices {resource}"
+                )
+            if any(health.get(i) != HEALTHY for i in ids):
+                raise AssertionError(f"requested devices of {resource} are not healthy: {ids}")
+        reply = await stub.Allocate(
             pb.AllocateRequest(
                 container_requests=[pb.ContainerAllocateRequest(devices_ids=list(ids))]
             ),
@@ -407,8 +635,8 @@ class FakeKubelet:
         size: int,
         timeout: float = 10.0,
     ) -> list[str]:
-        conn = await self._conn(resource)
-        reply = await conn.stub.GetPreferredAllocation(
+        stub = await self._stub(resource)
+        reply = await stub.GetPreferredAllocation(
             pb.PreferredAllocationRequest(
                 container_requests=[
                     pb.ContainerPreferredAllocationRequest(
@@ -423,8 +651,8 @@ class FakeKubelet:
         return list(reply.container_responses[0].deviceIDs)
 
     async def pre_start(self, resource: str, ids: Sequence[str], timeout: float = 30.0) -> None:
-        conn = await self._conn(resource)
-        await conn.stub.PreStartContainer(
+        stub = await self._stub(resource)
+        await stub.PreStartContainer(
             pb.PreStartContainerRequest(devices_ids=list(ids)), timeout=timeout
         )
 

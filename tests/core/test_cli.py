@@ -94,14 +94,17 @@ def test_discover_explains(gadget_installed, fake_host, tmp_path, capsys):
     ]
 
 
-def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _spawn(
+    *args: str, env: dict[str, str] | None = None, cwd: str | Path = ROOT
+) -> subprocess.Popen[str]:
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.core.run_gadget", *args],
-        cwd=ROOT,
+        cwd=cwd,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PYTHONPATH": pythonpath, **(env or {})},
     )
 
 
@@ -152,3 +155,72 @@ async def test_run_serves_then_leaves_cleanly_on_sigterm(fake_host, fake_kubelet
     messages = [line["msg"] for line in lines]
     assert any(m.startswith("effective config: ") for m in messages)
     assert "received SIGTERM, shutting down" in messages
+
+
+def test_run_help_without_a_plugin_lists_the_framework_flags(capsys):
+    assert cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--kubelet-dir", "--registration-mode", "--pod-resources-socket", "--cdi-dir"):
+        assert flag in out
+
+
+def test_relative_path_flags_are_resolved_against_the_working_directory(
+    gadget_installed, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEVPLUGIN_CDI_DIR", "cdi")
+    args = cli._plugin_parser("run", SPEC).parse_args(
+        [
+            "--kubelet-dir",
+            "kubelet/device-plugins",
+            "--pod-resources-socket",
+            "pr/kubelet.sock",
+            "--config-file",
+            "c.json",
+            "--host-root",
+            ".",
+            "--metrics-tls-cert",
+            "",
+        ]
+    )
+    cli._resolve_paths(args, SPEC)
+    assert args.kubelet_dir == str(tmp_path / "kubelet/device-plugins")
+    assert args.pod_resources_socket == str(tmp_path / "pr/kubelet.sock")
+    assert args.config_file == str(tmp_path / "c.json")
+    assert args.host_root == str(tmp_path)
+    assert args.cdi_dir == str(tmp_path / "cdi")
+    assert args.metrics_tls_cert == ""  # "" stays: it means off
+    # watcher mode's directory sits beside --kubelet-dir unless given
+    assert args.plugins_registry_dir == str(tmp_path / "kubelet/plugins_registry")
+    defaults = cli._plugin_parser("run", SPEC).parse_args([])
+    cli._resolve_paths(defaults, SPEC)
+    assert defaults.plugins_registry_dir == "/var/lib/kubelet/plugins_registry"
+
+
+async def test_run_with_a_relative_kubelet_dir_registers(fake_host, fake_kubelet, tmp_path):
+    add_gadgets(fake_host, 1)
+    cfg = write_config(tmp_path / "c.json", config(RES))
+    base = os.path.dirname(fake_kubelet.directory)
+    proc = _spawn(
+        "run",
+        "gadget",
+        "--config-file",
+        cfg,
+        "--host-root",
+        str(fake_host.root),
+        "--metrics-address",
+        "",
+        "--kubelet-dir",
+        os.path.basename(fake_kubelet.directory),
+        "--pod-resources-socket",
+        "",
+        cwd=base,
+    )
+    try:
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import stat
+import time
 
 import grpc
 import pytest
@@ -284,6 +285,7 @@ async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
 
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES, "example.com/b")):
         await fake_kubelet.wait_for_registration(RES)
+        await fake_kubelet.wait_for_registration("example.com/b")
         seen = []
         for n in range(2, 14):
             await fake_kubelet.restart()
@@ -298,3 +300,50 @@ async def test_restarts_leak_no_tasks_fds_or_threads(fake_host, fake_kubelet):
         assert all(g <= s for g, s in zip(grown, slack, strict=True)), (
             f"fds/threads/tasks grew: {seen}"
         )
+
+
+def _bind(path: str, *, listen: bool = False, age: float = 10.0) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    if listen:
+        s.listen(1)
+    past = time.time() - age
+    os.utime(path, (past, past))
+    return s
+
+
+@pytest.mark.parametrize("mode", ["kubelet", "watcher"])
+async def test_dead_sockets_of_our_resources_are_removed_at_start(fake_host, kubelet_dir, mode):
+    """What a SIGKILLed instance leaves (``devplugin-...-<instance>.sock`` files nobody serves)
+    goes at start, in device-plugins/ and in watcher mode plugins_registry/ too; a live socket
+    of ours, another plugin's dead one and one bound a moment ago stay."""
+    from devplugin_core._endpoint import socket_name
+
+    add_gadgets(fake_host, 1)
+    kubelet = FakeKubelet(kubelet_dir, mode=mode)
+    await kubelet.start()
+    registry = kubelet.registry_dir
+    dirs = [kubelet_dir] + ([registry] if mode == "watcher" else [])
+    keep: list[socket.socket] = []
+    dead, kept = [], []
+    try:
+        for directory in dirs:
+            for instance in ("dead01", "dead02"):
+                path = os.path.join(directory, socket_name(RES, instance, directory))
+                _bind(path).close()
+                dead.append(path)
+            live = os.path.join(directory, socket_name(RES, "live01", directory))
+            keep.append(_bind(live, listen=True))
+            fresh = os.path.join(directory, socket_name(RES, "fresh1", directory))
+            _bind(fresh, age=-5).close()  # just bound: maybe another instance mid-start
+            other = os.path.join(directory, socket_name("example.com/other", "dead03", directory))
+            _bind(other).close()
+            kept += [live, fresh, other]
+        async with run_plugin(SPEC, fake_host, kubelet, config=config(RES)):
+            await kubelet.wait_for_registration(RES, timeout=15)
+            assert not [p for p in dead if os.path.lexists(p)]
+            assert all(os.path.lexists(p) for p in kept)
+    finally:
+        for s in keep:
+            s.close()
+        await kubelet.stop()

@@ -1,120 +1,252 @@
-"""Two instances of a plugin on one node, as in a DaemonSet rolling update with surge.
+"""Two instances of a plugin on one node: a DaemonSet rolling update with ``maxSurge``, a
+rolled-back release, an operator's manual ``devplugin run``.
 
-The newcomer binds its own sockets (never the live ones of the old instance, even when both
-would pick the same name) and registers; the kubelet drops the old connection. The old
-instance must not take the resource back (two instances re-registering in turn would flap the
-node's capacity and leak kubelet clients, kubernetes #124716): it stands by. On SIGTERM it
-leaves cleanly: exit 0, its own sockets removed, the newcomer's untouched and still streaming.
+Run against both kubelet client models (``FakeKubelet(clients=...)``): Kubernetes 1.32, where
+the end of *any* stream of a resource disconnects the current plugin, and newer kubelets that
+track a client per socket. While both instances live, the newer one is the kubelet's endpoint
+and the older one stands by sending no ListAndWatch updates; whichever exits (SIGTERM, or a
+SIGKILL that leaves its sockets behind), within 2 s the survivor is the endpoint again, every
+healthy device is Healthy and Allocate works.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from devplugin_core._runtime import PluginRuntime
 from devplugin_core.testing import FakeKubelet
+from devplugin_core.testing.fakekubelet import CLIENT_MODELS
 
 from .cases import Case
-from .helpers import (
-    HEALTHY,
-    Node,
-    PluginProcess,
-    our_sockets,
-    processes,
-    serve,
-    wait_registered,
-)
+from .helpers import HEALTHY, Node, PluginProcess, our_sockets, processes, serve
+
+#: the bound the issue sets for the survivor to be the kubelet's endpoint again
+TAKEOVER = 2.0
+ROLLING_UPDATES = 20
 
 
-async def served_by(kubelet: FakeKubelet, case: Case, which: Callable[[str], bool]) -> None:
-    """Wait until the kubelet streams every resource from an endpoint ``which`` accepts (a
-    registration is recorded before the kubelet has dialled back and swapped connections)."""
+@pytest.fixture(params=CLIENT_MODELS)
+async def kubelet(request: pytest.FixtureRequest, kubelet_dir: str) -> AsyncIterator[FakeKubelet]:
+    k = FakeKubelet(kubelet_dir, clients=request.param)
+    await k.start()
+    try:
+        yield k
+    finally:
+        await k.stop()
+
+
+def names(runtime: PluginRuntime[Any]) -> set[str]:
+    return {e.name for e in runtime.endpoints.values()}
+
+
+async def serving(kubelet: FakeKubelet, case: Case, sockets: set[str], timeout: float) -> float:
+    """Wait until every resource's endpoint is one of ``sockets`` with all its devices Healthy,
+    then check Allocate goes through (with the kubelet's own checks); returns the wait."""
+    started = time.monotonic()
 
     def ok() -> bool:
-        conns = [kubelet.connections.get(r) for r in case.resources]
-        return all(c is not None and c.history and which(c.endpoint) for c in conns)
+        for resource, count in case.expected.items():
+            conn = kubelet.connections.get(resource)
+            if conn is None or conn.endpoint not in sockets or kubelet.healthy(resource) != count:
+                return False
+        return True
 
+    await kubelet.wait_until(ok, timeout, f"the kubelet served by {sorted(sockets)}")
+    took = time.monotonic() - started
+    for resource in case.resources:
+        device = next(i for i, h in kubelet.health(resource).items() if h == HEALTHY)
+        await kubelet.allocate(resource, [device], kubelet_checks=True)
+    return took
+
+
+async def takes_over(kubelet: FakeKubelet, case: Case, sockets: set[str]) -> float:
+    took = await serving(kubelet, case, sockets, timeout=TAKEOVER + 10)
+    print(f"{case.name} [{kubelet.client_model}]: the survivor took over in {took:.3f}s")
+    assert took <= TAKEOVER, f"the survivor took {took:.2f}s to be the kubelet's endpoint"
+    return took
+
+
+async def standing_by(kubelet: FakeKubelet, runtime: PluginRuntime[Any]) -> None:
     await kubelet.wait_until(
-        ok, timeout=30, what="the kubelet streaming from the expected instance"
+        lambda: all(e.standing_by for e in runtime.endpoints.values()),
+        timeout=20,
+        what="the older instance standing by",
     )
 
 
-def _inodes(directory: str) -> dict[str, int]:
-    return {name: os.stat(os.path.join(directory, name)).st_ino for name in our_sockets(directory)}
+@contextlib.asynccontextmanager
+async def instances(node: Node, kubelet: FakeKubelet) -> AsyncIterator[list[Any]]:
+    """Start and stop in-process instances at will; whatever still runs stops at the end."""
+    stacks: list[contextlib.AsyncExitStack] = []
+
+    async def start() -> tuple[PluginRuntime[Any], contextlib.AsyncExitStack]:
+        stack = contextlib.AsyncExitStack()
+        stacks.append(stack)
+        runtime = await stack.enter_async_context(serve(node, kubelet))
+        return runtime, stack
+
+    try:
+        yield [start]
+    finally:
+        for stack in stacks:
+            await stack.aclose()
 
 
-async def test_newcomer_never_steals_and_old_instance_stands_by(
-    node: Node, fake_kubelet: FakeKubelet
+async def test_newer_instance_is_the_endpoint_older_one_sends_nothing(
+    node: Node, kubelet: FakeKubelet
 ) -> None:
     case = node.case
-    directory = fake_kubelet.directory
-    # Same instance id: the newcomer's first choice of socket name is the old one's live socket.
-    async with serve(node, fake_kubelet, instance="0ld1n5") as old:
-        await wait_registered(fake_kubelet, case, 1)
-        old_sockets = _inodes(directory)
-        assert sorted(old_sockets) == sorted(e.name for e in old.endpoints.values())
-        async with serve(node, fake_kubelet, instance="0ld1n5") as new:
-            await wait_registered(fake_kubelet, case, 2)
-            new_names = {r: e.name for r, e in new.endpoints.items()}
-            await served_by(fake_kubelet, case, lambda endpoint: endpoint in new_names.values())
-            assert not set(new_names.values()) & set(old_sockets)
-            after = _inodes(directory)
-            assert {n: after[n] for n in old_sockets} == old_sockets  # untouched
-            # the kubelet dropped the old connections; the old instance stands by
-            await fake_kubelet.wait_until(
-                lambda: not any(rt.registered for rt in old.resources.values()),
-                timeout=20,
-                what="the old instance standing by",
+    async with instances(node, kubelet) as (start,):
+        old, _ = await start()
+        await serving(kubelet, case, names(old), 30)
+        new, _ = await start()
+        await serving(kubelet, case, names(new), 30)
+        await standing_by(kubelet, old)
+        assert not set(names(new)) & set(names(old))
+        assert set(our_sockets(kubelet.directory)) == names(old) | names(new)
+        older = [c for c in kubelet.running if c.endpoint in names(old)]
+        sent = {id(c): len(c.history) for c in older}
+        fault = case.fault
+        fault.inject(node.host)
+        try:
+            await kubelet.wait_until(
+                lambda: (
+                    {kubelet.health(fault.resource)[d] for d in fault.affected} == {"Unhealthy"}
+                ),
+                timeout=30,
+                what="the fault reported by the newer instance",
             )
-            for resource in case.resources:
-                assert fake_kubelet.registration_count(resource) == 2
-                assert fake_kubelet.connections[resource].endpoint == new_names[resource]
-            assert old._failed is None and new._failed is None
-        # the newcomer went away (its sockets with it): the old instance takes over again
-        await wait_registered(fake_kubelet, case, 3)
-        await served_by(fake_kubelet, case, lambda endpoint: endpoint in old_sockets)
-        for resource in case.resources:
-            assert fake_kubelet.connections[resource].endpoint in old_sockets
-    assert our_sockets(directory) == []
+            assert {id(c): len(c.history) for c in older} == sent  # not a word from the older
+            assert kubelet.connections[fault.resource].endpoint in names(new)
+        finally:
+            fault.heal(node.host)
+        await serving(kubelet, case, names(new), 30)
+        assert old._failed is None and new._failed is None
 
 
-async def test_rolling_update_with_real_processes(
-    node: Node, fake_kubelet: FakeKubelet, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("exits", ["newer", "older"])
+async def test_survivor_takes_over(node: Node, kubelet: FakeKubelet, exits: str) -> None:
     case = node.case
-    directory = fake_kubelet.directory
-    old = PluginProcess(node, directory, tmp_path / "old.log", tmp_path / "old.json").start()
-    new = PluginProcess(node, directory, tmp_path / "new.log", tmp_path / "new.json")
-    with processes(old, new):
-        await wait_registered(fake_kubelet, case, 1, timeout=60)
-        old_sockets = _inodes(directory)
-        assert len(old_sockets) == len(case.resources)
+    async with instances(node, kubelet) as (start,):
+        old, old_stack = await start()
+        await serving(kubelet, case, names(old), 30)
+        new, new_stack = await start()
+        await serving(kubelet, case, names(new), 30)
+        await standing_by(kubelet, old)
+        leaving, staying = (new_stack, old) if exits == "newer" else (old_stack, new)
+        await leaving.aclose()  # what SIGTERM does
+        await takes_over(kubelet, case, names(staying))
+        assert set(our_sockets(kubelet.directory)) == names(staying)
+        assert staying._failed is None
 
-        new.start()
-        await wait_registered(fake_kubelet, case, 2, timeout=60)
-        await served_by(fake_kubelet, case, lambda endpoint: endpoint not in old_sockets)
-        new_sockets = {n: i for n, i in _inodes(directory).items() if n not in old_sockets}
-        assert len(new_sockets) == len(case.resources)
-        assert {n: _inodes(directory)[n] for n in old_sockets} == old_sockets
-        for resource in case.resources:
-            assert fake_kubelet.connections[resource].endpoint in new_sockets
-        await fake_kubelet.wait_until(
-            lambda: old.text().count("standing by until it goes away") >= len(case.resources),
-            timeout=30,
-            what=f"the old instance standing by (log: {old.log})",
+
+async def test_alternating_rolling_updates(node: Node, kubelet: FakeKubelet) -> None:
+    """Each round starts a newer instance; even rounds the older one exits (a rolling update),
+    odd rounds the newer one does (a rolled-back release)."""
+    case = node.case
+    async with instances(node, kubelet) as (start,):
+        current, current_stack = await start()
+        await serving(kubelet, case, names(current), 30)
+        worst = 0.0
+        for n in range(ROLLING_UPDATES):
+            new, new_stack = await start()
+            await serving(kubelet, case, names(new), 30)
+            await standing_by(kubelet, current)
+            if n % 2 == 0:
+                await current_stack.aclose()
+                current, current_stack = new, new_stack
+            else:
+                await new_stack.aclose()
+            worst = max(worst, await takes_over(kubelet, case, names(current)))
+            assert set(our_sockets(kubelet.directory)) == names(current)
+        print(f"{case.name} [{kubelet.client_model}]: worst take-over {worst:.3f}s")
+
+
+async def test_instances_started_together(node: Node, kubelet: FakeKubelet) -> None:
+    """Two instances started 50 ms apart: the registration order must still be theirs (the
+    newer registers last), or the kubelet would keep the one that stands by."""
+    case = node.case
+    async with instances(node, kubelet) as (start,):
+
+        async def later() -> tuple[PluginRuntime[Any], contextlib.AsyncExitStack]:
+            await asyncio.sleep(0.05)
+            return await start()
+
+        (old, old_stack), (new, _) = await asyncio.gather(start(), later())
+        assert old.endpoint_config.started_ns < new.endpoint_config.started_ns
+        await serving(kubelet, case, names(new), 30)
+        await standing_by(kubelet, old)
+        await old_stack.aclose()
+        await takes_over(kubelet, case, names(new))
+
+
+def _dead_sockets(directory: str, sockets: set[str]) -> set[str]:
+    from devplugin_core._endpoint import socket_is_live
+
+    return {n for n in sockets if not socket_is_live(os.path.join(directory, n))}
+
+
+async def test_real_processes_sigterm_either_and_sigkill_newer(
+    node: Node, kubelet: FakeKubelet, tmp_path: Path
+) -> None:
+    """``devplugin run`` processes: the newer one SIGTERMed (exit 0, its sockets removed, the
+    older one takes over), then a newer one again with the older one SIGTERMed, then a newer
+    one SIGKILLed (its sockets stay behind, dead; the survivor takes over and removes them)."""
+    case = node.case
+    directory = kubelet.directory
+
+    def proc(name: str) -> PluginProcess:
+        return PluginProcess(node, directory, tmp_path / f"{name}.log", tmp_path / f"{name}.json")
+
+    first, second, third, fourth = proc("first"), proc("second"), proc("third"), proc("fourth")
+
+    async def start(p: PluginProcess, before: set[str]) -> set[str]:
+        p.start()
+        await kubelet.wait_until(
+            lambda: len(set(our_sockets(directory)) - before) == len(case.resources),
+            timeout=60,
+            what=f"the sockets of a new instance (log: {p.log})",
         )
+        sockets = set(our_sockets(directory)) - before
+        await serving(kubelet, case, sockets, 60)
+        return sockets
 
-        assert await old.terminate() == 0, old.text()
-        assert _inodes(directory) == new_sockets  # old sockets gone, the newcomer's untouched
-        log = old.text()
-        assert "Traceback" not in log, log
-        assert "received SIGTERM, shutting down" in log
-        for resource, count in case.expected.items():
-            conn = fake_kubelet.connections[resource]
-            assert not conn.ended and conn.endpoint in new_sockets
-            assert fake_kubelet.registration_count(resource) == 2
-            assert sum(d.health == HEALTHY for d in conn.devices) == count
+    with processes(first, second, third, fourth):
+        first_sockets = await start(first, set())
+        await start(second, first_sockets)
+        await kubelet.wait_until(
+            lambda: first.text().count("standing by until it goes away") >= len(case.resources),
+            timeout=30,
+            what=f"the older instance standing by (log: {first.log})",
+        )
+        assert await second.terminate() == 0, second.text()
+        await takes_over(kubelet, case, first_sockets)
+        assert set(our_sockets(directory)) == first_sockets
+        assert "Traceback" not in second.text(), second.text()
 
-        assert await new.terminate() == 0, new.text()
+        third_sockets = await start(third, first_sockets)
+        assert await first.terminate() == 0, first.text()
+        await takes_over(kubelet, case, third_sockets)
+        assert set(our_sockets(directory)) == third_sockets
+
+        fourth_sockets = await start(fourth, third_sockets)
+        assert fourth.process is not None
+        fourth.kill()  # SIGKILL: no clean-up, the sockets stay
+        assert _dead_sockets(directory, fourth_sockets) == fourth_sockets
+        await takes_over(kubelet, case, third_sockets)
+        # the survivor re-registered after sweeping the dead instance's sockets
+        await kubelet.wait_until(
+            lambda: set(our_sockets(directory)) == third_sockets,
+            timeout=10,
+            what="the dead instance's sockets removed",
+        )
+        assert await third.terminate() == 0, third.text()
         assert our_sockets(directory) == []
