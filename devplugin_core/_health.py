@@ -1,25 +1,30 @@
-"""When health checks run: one scheduler, one thread per resource, one watchdog.
+"""When health checks run: one scheduler, one checking thread (more only while a check hangs),
+one watchdog.
 
-Every resource with a :class:`~devplugin_core._api.HealthChecker` gets its own thread that runs
-``check`` on the checker's interval (ticks aligned to multiples of it, shifted by a per-process
-phase) and whenever something asks for a check now: ``watch()`` calling ``wake``, a scan that
-brought new devices, a reload, :meth:`HealthScheduler.check_once`. A check that hangs blocks
-only its own thread, so other resources keep their schedule.
+Every resource with a :class:`~devplugin_core._api.HealthChecker` runs ``check`` on the
+checker's interval (ticks aligned to multiples of it, shifted by a per-process phase) and
+whenever something asks for a check now: ``watch()`` calling ``wake``, a scan that brought new
+devices, a reload, :meth:`HealthScheduler.check_once`. The checks run one after the other in
+one thread (a :class:`_Runner`: sequential checks share warm caches and never fight over the
+GIL). When one hangs, the watchdog moves the other resources to a new thread, so they keep their
+schedule; the hung one keeps the old thread until its check returns.
 
 The loop is only woken when a round matters. A round that finds everything healthy while the
 resource is fully healthy is counted in its thread and dropped; any bad observation, any
 recovering key, a ``rescan`` flag, an error or an explicit request is handed to the loop.
 
-The watchdog thread sleeps until the earliest running check's deadline. A check still running
+The watchdog thread looks at the running checks every half of the shortest ``timeout`` (it is
+not woken per check, so a quiet node pays for one wake-up a second or less). A check still running
 past ``timeout`` marks every device it covers Unhealthy (log line, ``devplugin_health_check_hung``
 naming the checker); past ``hang_bound`` it fails ``/healthz`` so that the kubelet restarts us.
 
 =====================  ======================================================================
 event                  effect
 =====================  ======================================================================
-tick, all healthy      counted in the resource's thread; the loop is not woken
+tick, all healthy      counted in the checking thread; the loop is not woken
 tick, a problem        observations applied on the loop (hysteresis, snapshot, rescan flag)
-check > timeout        watchdog: that resource's devices Unhealthy, hung gauge 1
+check > timeout        watchdog: that resource's devices Unhealthy, hung gauge 1, the other
+                       resources moved to a new checking thread
 check > hang_bound     watchdog: ``/healthz`` answers 503 until the check returns
 =====================  ======================================================================
 """
@@ -56,50 +61,60 @@ class _Round:
     duration: float
 
 
-class _ResourceThread:
-    """The thread that runs one resource's checks."""
+class _Slot:
+    """One resource's health state, run by a :class:`_Runner`."""
 
     def __init__(self, scheduler: HealthScheduler, rt: ResourceRuntime) -> None:
         self.scheduler = scheduler
         self.rt = rt
         self.name = rt.name
-        self.wake = threading.Event()
+        self.runner: _Runner | None = None
+        self.requested = True  # the first check runs at once
+        self.next_due: float | None = None
         self.stopped = False
         self.started_at: float | None = None  # monotonic start of the running check
         self.checker: HealthChecker | None = None  # the checker of the running check
         self.reported_hung = False
         self.reported_fatal = False
         self.waiters: list[asyncio.Future[bool]] = []  # check_once callers of the next round
-        self.thread = threading.Thread(target=self._main, name=f"health:{rt.name}", daemon=True)
+        # bound once: a quiet round only bumps these
+        self.ok_count = scheduler.metrics.health_checks.labels(rt.name, "ok")
+        self.durations = scheduler.metrics.health_duration.labels(rt.name)
 
-    # -- in the thread -------------------------------------------------------------------------
-    def _wait_for_turn(self, checker: HealthChecker | None) -> None:
-        timeout: float | None = None
+    def request(self) -> None:
+        """Check at once (thread-safe)."""
+        self.requested = True
+        runner = self.runner
+        if runner is not None:
+            runner.wake.set()
+
+    def due(self, now: float) -> float | None:
+        """Seconds until this slot's next tick (0: now), None when it has no schedule."""
+        if self.requested:
+            return 0.0
+        checker = self.rt.resource.health
+        if checker is None or checker.interval <= 0:
+            return None
+        if self.next_due is None:
+            self.next_due = self._next_tick(now, checker.interval)
+        return max(0.0, self.next_due - now)
+
+    def _next_tick(self, now: float, interval: float) -> float:
+        # ticks on multiples of the interval, shifted by the process's phase
+        since = now - self.scheduler.phase
+        return now + interval - since % interval
+
+    def run(self) -> _Round | None:
+        self.requested = False
+        checker = self.rt.resource.health
+        now = time.monotonic()
         if checker is not None and checker.interval > 0:
-            since = time.monotonic() - self.scheduler.phase
-            timeout = checker.interval - since % checker.interval
-        self.wake.wait(timeout)
-        self.wake.clear()
-
-    def _main(self) -> None:
-        while not self.stopped:
-            self._wait_for_turn(self.rt.resource.health)
-            checker = self.rt.resource.health
-            if self.stopped:
-                return
-            with self.scheduler.lock:
-                waiters, self.waiters = self.waiters, []
-            if checker is None or not self.rt.devices:
-                self.scheduler.deliver(self, None, waiters)
-                continue
-            self.scheduler.deliver(self, self._run(checker), waiters)
-
-    def _run(self, checker: HealthChecker) -> _Round:
+            self.next_due = self._next_tick(now, checker.interval)
+        if checker is None or not self.rt.devices:
+            return None
         devices = self.rt.devices
         with self.scheduler.lock:
-            self.checker, self.started_at = checker, time.monotonic()
-            self.scheduler.watchdog_wake.set()
-        start = self.started_at
+            self.checker, self.started_at = checker, now
         try:
             observations = dict(checker.check(devices))
             result = "ok"
@@ -107,7 +122,7 @@ class _ResourceThread:
             log.warning("%s: health check failed: %s", self.name, err, exc_info=err)
             observations = _all_bad(devices, f"health check failed: {err}")
             result = "error"
-        duration = time.monotonic() - start
+        duration = time.monotonic() - now
         if duration > checker.timeout:
             result = "timeout"
             if not self.reported_hung:  # watchdog did not get to it: still one bad round
@@ -115,6 +130,50 @@ class _ResourceThread:
         with self.scheduler.lock:
             self.started_at = None
         return _Round(devices, observations, result, duration)
+
+
+class _Runner:
+    """A thread running the checks of its slots one after the other, each on its own tick.
+
+    Normally one runner serves every resource (sequential checks share warm caches and never
+    fight over the GIL). When a check hangs, the watchdog moves the runner's other slots to a
+    new runner; the stuck one keeps only the hung slot and, once its check returns, hands that
+    slot back to the current runner and ends.
+    """
+
+    def __init__(self, scheduler: HealthScheduler) -> None:
+        self.scheduler = scheduler
+        self.slots: list[_Slot] = []
+        self.wake = threading.Event()
+        self.running: _Slot | None = None
+        self.thread = threading.Thread(target=self._main, name="devplugin-health", daemon=True)
+
+    def _main(self) -> None:
+        scheduler = self.scheduler
+        while not scheduler._stopped:
+            self.wake.clear()
+            now = time.monotonic()
+            with scheduler.lock:
+                slots = list(self.slots)
+                if not slots and scheduler.runner is not self:
+                    return
+            waits = [w for slot in slots if (w := slot.due(now)) is not None]
+            ready = [slot for slot in slots if slot.due(now) == 0.0]
+            if not ready:
+                self.wake.wait(min(waits) if waits else None)
+                continue
+            for slot in ready:
+                if slot.runner is not self or slot.stopped:
+                    continue
+                with scheduler.lock:
+                    waiters, slot.waiters = slot.waiters, []
+                    self.running = slot
+                rnd = slot.run()
+                self.running = None
+                scheduler.deliver(slot, rnd, waiters)
+            if scheduler.runner is not self:
+                scheduler.hand_back(self)
+                return
 
 
 class HealthScheduler:
@@ -132,7 +191,8 @@ class HealthScheduler:
         self.phase = random.uniform(0, 1)
         self.lock = threading.Lock()
         self.watchdog_wake = threading.Event()
-        self._threads: dict[str, _ResourceThread] = {}
+        self.runner: _Runner | None = None  # the runner new and healthy resources use
+        self._threads: dict[str, _Slot] = {}
         self._watches: dict[str, tuple[HealthChecker, asyncio.Task[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
@@ -147,11 +207,18 @@ class HealthScheduler:
                 target=self._watchdog_main, name="health-watchdog", daemon=True
             )
             self._watchdog.start()
-        thread = _ResourceThread(self, rt)
-        self._threads[rt.name] = thread
-        thread.thread.start()
+        slot = _Slot(self, rt)
+        with self.lock:
+            self._threads[rt.name] = slot
+            runner = self.runner
+            if runner is None:
+                runner = self.runner = _Runner(self)
+                runner.thread.start()
+            slot.runner = runner
+            runner.slots.append(slot)
+        self.watchdog_wake.set()
         self.update(rt.name)
-        thread.wake.set()
+        slot.request()
 
     def update(self, name: str) -> None:
         """The resource's Resource object may have changed (reload): restart its watch()."""
@@ -170,22 +237,27 @@ class HealthScheduler:
                 self._run_watch(thread, checker), name=f"health-watch:{name}"
             )
             self._watches[name] = (checker, task)
-        thread.wake.set()
+        thread.request()
 
     def wake(self, name: str) -> None:
         """Check ``name`` now (thread-safe)."""
         thread = self._threads.get(name)
         if thread is not None:
-            thread.wake.set()
+            thread.request()
 
     async def remove(self, name: str) -> None:
-        thread = self._threads.pop(name, None)
+        with self.lock:
+            thread = self._threads.pop(name, None)
+            if thread is not None:
+                thread.stopped = True
+                if thread.runner is not None and thread in thread.runner.slots:
+                    thread.runner.slots.remove(thread)
         watch = self._watches.pop(name, None)
         if watch is not None:
             await cancel_and_wait(watch[1])
         if thread is not None:
-            thread.stopped = True
-            thread.wake.set()
+            if thread.runner is not None:
+                thread.runner.wake.set()
             self._forget_hung(thread)
 
     async def stop(self) -> None:
@@ -193,6 +265,8 @@ class HealthScheduler:
             await self.remove(name)
         self._stopped = True
         self.watchdog_wake.set()
+        if self.runner is not None:
+            self.runner.wake.set()
 
     async def check_once(self, name: str) -> bool:
         """Run one check of ``name`` now and apply it; True if its snapshot changed. Returns
@@ -205,7 +279,7 @@ class HealthScheduler:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         with self.lock:
             thread.waiters.append(future)
-        thread.wake.set()
+        thread.request()
         try:
             async with asyncio.timeout(checker.timeout + 0.5):
                 return await asyncio.shield(future)
@@ -217,17 +291,17 @@ class HealthScheduler:
         """Resources whose check has run past its hang bound (``/healthz`` fails)."""
         return sorted(t.name for t in self._threads.values() if t.reported_fatal)
 
-    async def _run_watch(self, thread: _ResourceThread, checker: HealthChecker) -> None:
+    async def _run_watch(self, thread: _Slot, checker: HealthChecker) -> None:
         rt = thread.rt
         try:
-            await checker.watch(lambda: rt.devices, thread.wake.set)
+            await checker.watch(lambda: rt.devices, thread.request)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("%s: health event source failed; falling back to polling", rt.name)
 
     def _apply(
-        self, thread: _ResourceThread, rnd: _Round | None, waiters: list[asyncio.Future[bool]]
+        self, thread: _Slot, rnd: _Round | None, waiters: list[asyncio.Future[bool]]
     ) -> None:
         changed = False
         if rnd is not None and self._threads.get(thread.name) is thread:
@@ -249,7 +323,7 @@ class HealthScheduler:
             if not waiter.done():
                 waiter.set_result(changed)
 
-    def _on_hung(self, thread: _ResourceThread, checker: HealthChecker, elapsed: float) -> None:
+    def _on_hung(self, thread: _Slot, checker: HealthChecker, elapsed: float) -> None:
         if self._threads.get(thread.name) is not thread:
             return
         kind = type(checker).__name__
@@ -266,7 +340,7 @@ class HealthScheduler:
         if thread.rt.observe(_all_bad(thread.rt.devices, reason)):
             self.changed(thread.name)
 
-    def _on_fatal(self, thread: _ResourceThread, checker: HealthChecker) -> None:
+    def _on_fatal(self, thread: _Slot, checker: HealthChecker) -> None:
         log.critical(
             "%s: health check %s hung for over %gs: /healthz fails so the kubelet restarts us",
             thread.name,
@@ -274,7 +348,7 @@ class HealthScheduler:
             checker.hang_bound,
         )
 
-    def _forget_hung(self, thread: _ResourceThread) -> None:
+    def _forget_hung(self, thread: _Slot) -> None:
         if thread.reported_hung and thread.checker is not None:
             with contextlib.suppress(KeyError):
                 self.metrics.health_hung.labels(thread.name, type(thread.checker).__name__).set(0)
@@ -286,7 +360,7 @@ class HealthScheduler:
 
     # -- thread side ---------------------------------------------------------------------------
     def deliver(
-        self, thread: _ResourceThread, rnd: _Round | None, waiters: list[asyncio.Future[bool]]
+        self, thread: _Slot, rnd: _Round | None, waiters: list[asyncio.Future[bool]]
     ) -> None:
         """Called in a resource thread after a round: drop it or hand it to the loop."""
         quiet = (
@@ -301,7 +375,8 @@ class HealthScheduler:
             return
         if quiet:
             assert rnd is not None
-            self._count(thread.name, rnd)
+            thread.ok_count.inc()
+            thread.durations.observe(rnd.duration)
             return
         loop = self._loop
         if loop is None:
@@ -312,41 +387,66 @@ class HealthScheduler:
     def _watchdog_main(self) -> None:
         while not self._stopped:
             now = time.monotonic()
-            deadline: float | None = None
             with self.lock:
+                threads = list(self._threads.values())
                 running = [
                     (t, t.checker, t.started_at)
-                    for t in self._threads.values()
+                    for t in threads
                     if t.started_at is not None and t.checker is not None
                 ]
             for thread, checker, started in running:
                 assert checker is not None and started is not None
                 elapsed = now - started
-                if not thread.reported_hung:
-                    if elapsed >= checker.timeout:
-                        thread.reported_hung = True
-                        self._call(self._on_hung, thread, checker, elapsed)
-                    else:
-                        deadline = _earliest(deadline, started + checker.timeout)
-                if thread.reported_hung and not thread.reported_fatal:
-                    if elapsed >= checker.hang_bound:
-                        thread.reported_fatal = True
-                        self._call(self._on_fatal, thread, checker)
-                    else:
-                        deadline = _earliest(deadline, started + checker.hang_bound)
-            timeout = None if deadline is None else max(0.01, deadline - time.monotonic())
-            self.watchdog_wake.wait(timeout)
+                if not thread.reported_hung and elapsed >= checker.timeout:
+                    thread.reported_hung = True
+                    self._isolate(thread)
+                    self._call(self._on_hung, thread, checker, elapsed)
+                hung_long = elapsed >= checker.hang_bound
+                if thread.reported_hung and not thread.reported_fatal and hung_long:
+                    thread.reported_fatal = True
+                    self._call(self._on_fatal, thread, checker)
+            timeouts = [
+                t.rt.resource.health.timeout for t in threads if t.rt.resource.health is not None
+            ]
+            self.watchdog_wake.wait(max(0.05, min(timeouts) / 2) if timeouts else None)
             self.watchdog_wake.clear()
+
+    def _isolate(self, hung: _Slot) -> None:
+        """Move every other slot of the hung slot's runner to a fresh runner (watchdog)."""
+        with self.lock:
+            stuck = hung.runner
+            if stuck is None:
+                return
+            others = [s for s in stuck.slots if s is not hung]
+            fresh = _Runner(self)
+            for slot in others:
+                slot.runner = fresh
+            fresh.slots = others
+            stuck.slots = [hung]
+            if self.runner is stuck:
+                self.runner = fresh
+        fresh.thread.start()
+        log.warning(
+            "%s: health check hung; the other resources' checks go on in a new thread", hung.name
+        )
+
+    def hand_back(self, runner: _Runner) -> None:
+        """A runner that is no longer the current one gives its slots back (its thread ends)."""
+        with self.lock:
+            current = self.runner
+            if current is None or current is runner:
+                return
+            for slot in runner.slots:
+                slot.runner = current
+                current.slots.append(slot)
+            runner.slots = []
+        current.wake.set()
 
     def _call(self, fn: Callable[..., None], *args: object) -> None:
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(fn, *args)
-
-
-def _earliest(a: float | None, b: float) -> float:
-    return b if a is None else min(a, b)
 
 
 def _all_bad(devices: Sequence[Device], reason: str) -> dict[str, Observation]:

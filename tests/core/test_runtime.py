@@ -66,7 +66,7 @@ async def test_health_loop_runs_on_its_own(fake_host, fake_kubelet):
         await fake_kubelet.wait_for_devices(RES, lambda d: d[0].health == "Healthy")
 
 
-async def test_steady_state_ticks_stay_in_the_resource_thread(fake_host, fake_kubelet):
+async def test_steady_state_ticks_stay_in_the_health_thread(fake_host, fake_kubelet):
     ids = add_gadgets(fake_host, 1)
     doc = config(RES, healthInterval=0.05)
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=doc) as runtime:
@@ -89,7 +89,7 @@ async def test_steady_state_ticks_stay_in_the_resource_thread(fake_host, fake_ku
 
         checker.check = recording  # type: ignore[method-assign,union-attr]
         await fake_kubelet.wait_until(lambda: len(threads) >= 5, what="five quiet ticks")
-        assert set(threads) == {f"health:{RES}"}, threads
+        assert set(threads) == {"devplugin-health"}, threads
         assert handed == []  # healthy rounds never woke the loop
         ok = runtime.registry.get_sample_value(
             "devplugin_health_checks_total", {"resource": RES, "result": "ok"}
