@@ -172,8 +172,8 @@ class HealthChecker(abc.ABC):
     """Tells which devices are healthy; devices must be able to recover.
 
     :meth:`check` runs in the health thread (its own while it hangs) every ``interval``
-    seconds (``0``: only when :meth:`watch` calls ``wake``), bounded by ``timeout``; it returns observations
-    keyed by :attr:`Device.health_key`. Keys it leaves out count as healthy. The framework
+    seconds (``0``: only when :meth:`watch` calls ``wake``), bounded by ``timeout``; it returns
+    observations keyed by :attr:`Device.health_key`. Keys it leaves out count as healthy. The framework
     applies the hysteresis: Unhealthy at the first bad observation, Healthy again after
     ``recover_after`` consecutive good ones. A check that raises, or runs past ``timeout``,
     marks every device it covers bad; one still running after ``hang_limit`` seconds fails
