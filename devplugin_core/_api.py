@@ -173,9 +173,9 @@ class HealthChecker(abc.ABC):
 
     :meth:`check` runs in the health thread (its own while it hangs) every ``interval``
     seconds (``0``: only when :meth:`watch` calls ``wake``), bounded by ``timeout``; it returns
-    observations keyed by :attr:`Device.health_key`. Keys it leaves out count as healthy. The framework
-    applies the hysteresis: Unhealthy at the first bad observation, Healthy again after
-    ``recover_after`` consecutive good ones. A check that raises, or runs past ``timeout``,
+    observations keyed by :attr:`Device.health_key`. Keys it leaves out count as healthy. The
+    framework applies the hysteresis: Unhealthy at the first bad observation, Healthy again
+    after ``recover_after`` consecutive good ones. A check that raises, or runs past ``timeout``,
     marks every device it covers bad; one still running after ``hang_limit`` seconds fails
     ``/healthz`` so that the kubelet restarts the plugin.
     """
