@@ -3,7 +3,8 @@
 What the shipped plugins share beyond :mod:`devplugin_core`: PCI details, the upstream
 selector semantics of the NVIDIA/Intel network plugins (first pool and first selector win),
 sriov-network-device-plugin conventions (``PCIDEVICE_*`` env, ``resourceList``), RDMA char
-devices, nested topology packing, and config-decoding details.
+devices, VFIO nodes of vfio-pci functions, nested topology packing, and config-decoding
+details.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ from ._selectors import (
     match_vf_ranges,
     parse_vf_range,
 )
+from ._vfio import IOMMU_GROUPS, VFIO_CONTAINER, read_iommu_group, vfio_info, vfio_nodes
 
 __all__ = [
+    "IOMMU_GROUPS",
     "RDMA_CM",
     "REQUIRED_RDMA_NODES",
     "SYS_PCI_DEVICES",
     "SYS_PCI_DRIVERS",
+    "VFIO_CONTAINER",
     "AcceleratorSelectors",
     "Candidate",
     "CharDevice",
@@ -91,7 +95,10 @@ __all__ = [
     "prefer_nested",
     "rdma_char_devices_of",
     "rdma_nodes",
+    "read_iommu_group",
     "resource_list",
     "strings",
     "validate_resource_name",
+    "vfio_info",
+    "vfio_nodes",
 ]

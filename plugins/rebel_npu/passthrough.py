@@ -20,7 +20,13 @@ KubeVirt would fail at VM start.
 from __future__ import annotations
 
 from devplugin_core import DeviceNode, HostFS, HostReadError, Observation
-from devplugin_core.toolkit import SYS_PCI_DEVICES
+from devplugin_core.toolkit import (
+    IOMMU_GROUPS,
+    VFIO_CONTAINER,
+    read_iommu_group,
+    vfio_info,
+    vfio_nodes,
+)
 
 __all__ = [
     "VFIO_CONTAINER",
@@ -34,8 +40,6 @@ __all__ = [
 ]
 
 VFIO_DRIVER = "vfio-pci"
-VFIO_CONTAINER = "/dev/vfio/vfio"
-IOMMU_GROUPS = "/sys/kernel/iommu_groups"
 #: ``vfio_driver_allowed[]`` of the kernel: drivers that only keep others off a device
 ALLOWED_DRIVERS = frozenset({"pci-stub"})
 _BRIDGE_CLASSES = frozenset({0x0604, 0x0607, 0x0609})
@@ -44,30 +48,18 @@ _BRIDGE_CLASSES = frozenset({0x0604, 0x0607, 0x0609})
 Blockers = dict[str, tuple[str, ...]]
 
 
-def group_node(group: str, noiommu: bool) -> str:
-    """The host path of a group's node."""
-    return f"/dev/vfio/noiommu-{group}" if noiommu else f"/dev/vfio/{group}"
-
-
 def group_nodes(group: str, noiommu: bool) -> tuple[DeviceNode, ...]:
     """``/dev/vfio/vfio`` and the group's node (always ``/dev/vfio/<group>`` in the container)."""
-    return (
-        DeviceNode(VFIO_CONTAINER),
-        DeviceNode(group_node(group, noiommu), f"/dev/vfio/{group}"),
-    )
+    return vfio_nodes(group, noiommu)
 
 
-def vfio_info(group: str) -> dict[str, str]:
-    """The ``vfio`` entry of ``PCIDEVICE_..._INFO``, in upstream's keys."""
-    return {"mount": VFIO_CONTAINER, "dev-mount": f"/dev/vfio/{group}"}
+def _host_node(group: str, noiommu: bool) -> str:
+    return vfio_nodes(group, noiommu)[-1].host_path
 
 
 def read_group(host: HostFS, address: str) -> tuple[str | None, bool]:
     """A function's IOMMU group now and whether it is a no-IOMMU group (raises HostReadError)."""
-    group = host.link_name(f"{SYS_PCI_DEVICES}/{address}/iommu_group")
-    if group is None or not group.isdigit():
-        return None, False
-    return group, host.read_attr(f"{IOMMU_GROUPS}/{group}/name") == "vfio-noiommu"
+    return read_iommu_group(host, address)
 
 
 def _is_vfio(driver: str) -> bool:
@@ -107,11 +99,11 @@ def passthrough_problem(
     try:
         now, now_noiommu = read_group(host, address)
         if (now, now_noiommu) != (group, noiommu):
-            shown = group_node(now, now_noiommu) if now is not None else "none"
+            shown = _host_node(now, now_noiommu) if now is not None else "none"
             return Observation(
-                False, f"IOMMU group changed ({group_node(group, noiommu)} -> {shown})", True
+                False, f"IOMMU group changed ({_host_node(group, noiommu)} -> {shown})", True
             )
-        for node in (VFIO_CONTAINER, group_node(group, noiommu)):
+        for node in (n.host_path for n in vfio_nodes(group, noiommu)):
             if not host.exists(node):
                 return Observation.bad(f"{node} is missing")
         if group not in blockers:

@@ -15,7 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devplugin_core import DeviceNode, HostFS, PciDevice, PciScan
-from devplugin_core.toolkit import SYS_PCI_DEVICES, RdmaDevice, rdma_char_devices_of, rdma_nodes
+from devplugin_core.toolkit import (
+    SYS_PCI_DEVICES,
+    RdmaDevice,
+    rdma_char_devices_of,
+    rdma_nodes,
+    read_iommu_group,
+    vfio_info,
+    vfio_nodes,
+)
 
 from .aux import SYS_AUX
 from .pools import Needs
@@ -37,7 +45,6 @@ __all__ = [
 VFIO_DRIVER = "vfio-pci"
 UIO_DRIVERS = frozenset({"uio", "igb_uio", "uio_pci_generic"})
 USERSPACE_DRIVERS = UIO_DRIVERS | {VFIO_DRIVER}
-VFIO_CONTAINER = "/dev/vfio/vfio"
 VHOST_NET = "/dev/vhost-net"
 TUN = "/dev/net/tun"
 
@@ -102,15 +109,12 @@ def read_state(
     base = f"{SYS_PCI_DEVICES}/{address}"
     if not host.exists(base):
         return None
-    group = host.link_name(f"{base}/iommu_group")
-    noiommu = False
-    if group is not None:
-        noiommu = host.read_attr(f"/sys/kernel/iommu_groups/{group}/name") == "vfio-noiommu"
+    group, noiommu = read_iommu_group(host, address)
     uio = tuple(n for n in host.listdir(f"{base}/uio") if n.startswith("uio") and n[3:].isdigit())
     return FunctionState(
         address=address,
         driver=host.link_name(f"{base}/driver") or "",
-        iommu_group=group if group and group.isdigit() else None,
+        iommu_group=group,
         noiommu=noiommu,
         uio=uio,
         rdma=rdma_below(host, base, address),
@@ -119,14 +123,7 @@ def read_state(
 
 
 def _vfio(state: FunctionState) -> tuple[list[DeviceNode], dict[str, str]]:
-    nodes = [DeviceNode(VFIO_CONTAINER)]
-    env = {"mount": VFIO_CONTAINER}
-    if state.iommu_group is not None:
-        container = f"/dev/vfio/{state.iommu_group}"
-        host = f"/dev/vfio/noiommu-{state.iommu_group}" if state.noiommu else container
-        nodes.append(DeviceNode(host, container))
-        env["dev-mount"] = container
-    return nodes, env
+    return list(vfio_nodes(state.iommu_group, state.noiommu)), vfio_info(state.iommu_group)
 
 
 def _rdma(host: HostFS, state: FunctionState) -> tuple[list[DeviceNode], dict[str, str]]:

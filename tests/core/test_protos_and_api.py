@@ -137,6 +137,7 @@ TOOLKIT_API = sorted(
         "DecodeContext",
         "Filter",
         "HostPathError",
+        "IOMMU_GROUPS",
         "KeyFn",
         "NetDevice",
         "Pool",
@@ -149,6 +150,7 @@ TOOLKIT_API = sorted(
         "SYS_PCI_DEVICES",
         "SYS_PCI_DRIVERS",
         "Selector",
+        "VFIO_CONTAINER",
         "VfRange",
         "additional_info",
         "assign",
@@ -171,9 +173,12 @@ TOOLKIT_API = sorted(
         "prefer_nested",
         "rdma_char_devices_of",
         "rdma_nodes",
+        "read_iommu_group",
         "resource_list",
         "strings",
         "validate_resource_name",
+        "vfio_info",
+        "vfio_nodes",
     ]
 )
 
