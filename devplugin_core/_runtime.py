@@ -209,8 +209,13 @@ class PluginRuntime(Generic[C]):
             self._spawn("config-watch", self.config.watch(lambda: self.reload("file changed")))
         if self.options.handle_signals:
             self._install_signals()
-        # Everything built so far (modules, config, the first devices) lives until exit: keep
-        # the cyclic GC from re-walking it, so collections during Allocate stay short (p99).
+        self._spawn("gc-freeze", self._freeze_when_registered(), supervised=False)
+
+    async def _freeze_when_registered(self) -> None:
+        """Everything built by then (modules, config, the first devices) lives until exit:
+        keep the cyclic GC from re-walking it, so collections during Allocate stay short
+        (p99). Done a second after serving starts, so that it never delays Register."""
+        await asyncio.sleep(1.0)
         gc.collect()
         gc.freeze()
 
