@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 
+from ._paths import Check
 from ._proto import deviceplugin_v1beta1_pb2 as pb
 
-__all__ = ["AnswerCache", "Check"]
-
-#: (local path as the container spec names it, st_dev, st_ino of its canonical target)
-Check = tuple[str, int, int]
+__all__ = ["AnswerCache"]
 
 MAX_ANSWERS = 4096
 

@@ -39,7 +39,8 @@ class VerifiedPaths:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[str, int, int]] = {}
 
-    def get(self, host: HostFS, kind: str, path: str) -> str | None:
+    def get(self, host: HostFS, kind: str, path: str) -> tuple[str, int, int] | None:
+        """(canonical path, st_dev, st_ino) when ``path`` still leads to that inode."""
         entry = self._entries.get((kind, path))
         if entry is None:
             return None
@@ -47,16 +48,26 @@ class VerifiedPaths:
             st = os.stat(host.local(path))
         except OSError:
             return None
-        return entry[0] if (st.st_dev, st.st_ino) == entry[1:] else None
+        return entry if (st.st_dev, st.st_ino) == entry[1:] else None
 
-    def put(self, host: HostFS, kind: str, path: str, canonical: str) -> None:
+    def put(
+        self, host: HostFS, kind: str, path: str, canonical: str
+    ) -> tuple[str, int, int] | None:
+        """Remember that ``path`` passed as ``canonical``; returns the entry (None when the
+        target is gone already)."""
         try:
             st = os.stat(host.local(canonical))
         except OSError:
-            return
+            return None
         if len(self._entries) > 65536:
             self._entries.clear()
-        self._entries[(kind, path)] = (canonical, st.st_dev, st.st_ino)
+        entry = (canonical, st.st_dev, st.st_ino)
+        self._entries[(kind, path)] = entry
+        return entry
+
+
+#: (local path as the edits name it, st_dev, st_ino of its canonical target)
+Check = tuple[str, int, int]
 
 
 class EditsValidator:
@@ -70,39 +81,46 @@ class EditsValidator:
         self.resource = resource
         self.verified = verified
         self._seen: dict[tuple[str, str], str | HostPathError] = {}
+        self._passed: dict[tuple[str, str], Check] = {}  # what a cached answer re-checks
+        self._unproven = False  # a path passed without an inode to re-check it by
 
     def _check(self, kind: str, path: str) -> str:
         hit = self._seen.get((kind, path))
-        if hit is None and self.verified is not None:
-            hit = self.verified.get(self.host, kind, path)
         if hit is None:
-            try:
-                if kind == "node":
-                    hit = self.host.check_device_node(path, self.resource.device_allowlist)
-                else:
-                    hit = self.host.check_mount_source(path, self.resource.mount_allowlist)
-                if self.verified is not None:
-                    self.verified.put(self.host, kind, path, hit)
-            except HostPathError as err:
-                hit = err
+            entry = self.verified.get(self.host, kind, path) if self.verified else None
+            if entry is None:
+                try:
+                    if kind == "node":
+                        canonical = self.host.check_device_node(
+                            path, self.resource.device_allowlist
+                        )
+                    else:
+                        canonical = self.host.check_mount_source(
+                            path, self.resource.mount_allowlist
+                        )
+                    if self.verified is not None:
+                        entry = self.verified.put(self.host, kind, path, canonical)
+                    hit = canonical
+                except HostPathError as err:
+                    hit = err
+            else:
+                hit = entry[0]
+            if entry is not None:
+                self._passed[(kind, path)] = (self.host.local(path), entry[1], entry[2])
+            elif not isinstance(hit, HostPathError):
+                self._unproven = True
             self._seen[(kind, path)] = hit
         if isinstance(hit, HostPathError):
             raise hit
         return hit
 
-    def checks(self) -> list[tuple[str, int, int]]:
-        """(local path, st_dev, st_ino of its canonical target) of every path that passed,
-        for :class:`~devplugin_core._answers.AnswerCache` (blocking: one stat each)."""
-        out = []
-        for (_, path), hit in self._seen.items():
-            if isinstance(hit, HostPathError):
-                continue
-            try:
-                st = os.stat(self.host.local(hit))
-            except OSError:
-                continue
-            out.append((self.host.local(path), st.st_dev, st.st_ino))
-        return out
+    def checks(self) -> list[Check] | None:
+        """Every path that passed, with the inode it led to, for
+        :class:`~devplugin_core._answers.AnswerCache` (no I/O); None when some path has no
+        such proof (no ``verified`` cache, or its target vanished meanwhile)."""
+        if self._unproven or self.verified is None:
+            return None
+        return list(self._passed.values())
 
     def validate(self, edits: ContainerEdits) -> ContainerEdits:
         """Edits with canonical host paths; raises HostPathError for anything not allowed."""

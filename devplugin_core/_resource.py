@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ._aio import Signal, in_thread
-from ._answers import AnswerCache, Check
+from ._answers import AnswerCache
 from ._api import AllocationRequest, Observation, PreferredRequest, Resource
 from ._cdi import CdiKind, annotate, cdi_kind
 from ._errors import AllocationError, HostPathError, UnhealthyDeviceError, UnknownDeviceError
@@ -23,7 +23,7 @@ from ._hostfs import HostFS
 from ._hysteresis import HealthTracker
 from ._metrics import Metrics
 from ._model import ContainerEdits, Device, Health
-from ._paths import EditsValidator, VerifiedPaths, live_parts
+from ._paths import Check, EditsValidator, VerifiedPaths, live_parts
 from ._proto import deviceplugin_v1beta1_pb2 as pb
 from ._render import DeviceListEncoder, container_response
 from ._store import ResourceState, Snapshot
@@ -193,7 +193,7 @@ class ResourceRuntime:
             ContainerEdits(device_nodes=covered.device_nodes, mounts=covered.mounts)
         )
         if checks is not None:
-            checks = validator.checks()
+            checks = validator.checks()  # now with the CDI-covered paths too
         return edits.without(covered).merge(annotate(self.cdi, names)), omitted, checks
 
     def cached_answer(self, ids: Sequence[str]) -> pb.AllocateResponse | None:

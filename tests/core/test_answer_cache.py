@@ -73,3 +73,28 @@ async def test_a_changed_host_path_is_checked_again(fake_host, fake_kubelet, reu
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await fake_kubelet.allocate(RES, ids[1:])
         assert "/dev/gadget1" in (err.value.details() or "")
+
+
+async def test_an_answer_built_from_already_verified_paths_still_rechecks_them(
+    fake_host, fake_kubelet, reusable
+):
+    """After a new snapshot, the next answer is built from paths VerifiedPaths already knows;
+    that answer must carry their inodes too, or a later swap would be served from the cache."""
+    from devplugin_core.testing import run_plugin
+
+    ids = add_gadgets(fake_host, 2)
+    fake_host.write("/etc/shadow", "secret\n")
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 2)
+        await fake_kubelet.allocate(RES, ids[:1])  # paths verified, answer cached
+        fake_host.write(f"/sys/bus/pci/devices/{ids[1]}/gadget_ok", "0\n")
+        assert await runtime.check_health_once(RES)  # new snapshot: the cache starts again
+        for _ in range(2):
+            await fake_kubelet.allocate(RES, ids[:1])  # built from VerifiedPaths, then cached
+        assert len(reusable) == 2
+        fake_host.remove("/dev/gadget0")
+        fake_host.symlink("/dev/gadget0", "/etc/shadow")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await fake_kubelet.allocate(RES, ids[:1])
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "/etc/shadow" in (err.value.details() or "")
