@@ -196,42 +196,33 @@ class ResourceRuntime:
             checks = validator.checks()  # now with the CDI-covered paths too
         return edits.without(covered).merge(annotate(self.cdi, names)), omitted, checks
 
-    def cached_answer(self, ids: Sequence[str]) -> pb.AllocateResponse | None:
-        """The kept answer for a one-container request, when the allocator is reusable and
-        nothing changed since it was built (on the loop, no thread hop); raises like
-        :meth:`resolve` for unknown or unhealthy IDs."""
-        resource = self.resource
-        allocator = resource.allocator
-        if not allocator.reusable:
-            return None
-        version = self.snapshot.version
-        devices = self.resolve(ids)
-        answer = self._answers.get(resource, version, allocator.reuse_key(devices))
-        if answer is not None:
-            self.metrics.allocated_devices.labels(self.name).inc(len(devices))
-        return answer
-
     async def answer(self, ids: Sequence[str]) -> pb.AllocateResponse:
         """The whole AllocateResponse for a one-container request (the kubelet sends one
-        container per call), from the cache when it may be reused."""
-        answer = self.cached_answer(ids)
-        if answer is not None:
-            return answer
+        container per call). A reusable allocator's answer is kept for the snapshot and served
+        again on the loop, without a thread hop, while its paths still check out."""
         resource, version = self.resource, self.snapshot.version
-        edits, checks = await self._allocate(ids)
+        devices = self.resolve(ids)
+        allocator = resource.allocator
+        reusable = allocator.reusable
+        key = allocator.reuse_key(devices) if reusable else None
+        if reusable:
+            kept = self._answers.get(resource, version, key)
+            if kept is not None:
+                self.metrics.allocated_devices.labels(self.name).inc(len(devices))
+                return kept
+        edits, checks = await self._allocate(resource, devices)
         answer = pb.AllocateResponse(container_responses=[container_response(edits)])
         if checks is not None and self.resource is resource and self.snapshot.version == version:
-            key = resource.allocator.reuse_key(self.resolve(ids))
             self._answers.put(resource, version, key, answer, checks)
         return answer
 
     async def allocate(self, ids: Sequence[str]) -> ContainerEdits:
         """Container edits for one container request (raises AllocationError/HostPathError)."""
-        return (await self._allocate(ids))[0]
+        return (await self._allocate(self.resource, self.resolve(ids)))[0]
 
-    async def _allocate(self, ids: Sequence[str]) -> tuple[ContainerEdits, list[Check] | None]:
-        resource = self.resource
-        devices = self.resolve(ids)
+    async def _allocate(
+        self, resource: Resource, devices: tuple[Device, ...]
+    ) -> tuple[ContainerEdits, list[Check] | None]:
         start = time.monotonic()
         try:
             edits, omitted, checks = await in_thread(
@@ -244,7 +235,7 @@ class ResourceRuntime:
         except TimeoutError:
             raise AllocationError(
                 f"allocation for {self.name} did not finish within {resource.allocate_timeout:g}s",
-                ids,
+                [d.id for d in devices],
             ) from None
         except HostPathError as err:
             if err.missing:
