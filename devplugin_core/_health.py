@@ -157,10 +157,10 @@ class _Runner:
                 slots = list(self.slots)
                 if not slots and scheduler.runner is not self:
                     return
-            waits = [w for slot in slots if (w := slot.due(now)) is not None]
-            ready = [slot for slot in slots if slot.due(now) == 0.0]
+            dues = [(slot, due) for slot in slots if (due := slot.due(now)) is not None]
+            ready = [slot for slot, due in dues if due == 0.0]
             if not ready:
-                self.wake.wait(min(waits) if waits else None)
+                self.wake.wait(min(due for _, due in dues) if dues else None)
                 continue
             for slot in ready:
                 if slot.runner is not self or slot.stopped:
@@ -306,7 +306,7 @@ class HealthScheduler:
         changed = False
         if rnd is not None and self._threads.get(thread.name) is thread:
             rt = thread.rt
-            self._count(thread.name, rnd)
+            self._count(thread, rnd)
             if thread.reported_hung:
                 self._forget_hung(thread)
                 log.info(
@@ -354,9 +354,11 @@ class HealthScheduler:
                 self.metrics.health_hung.labels(thread.name, type(thread.checker).__name__).set(0)
         thread.reported_hung = thread.reported_fatal = False
 
-    def _count(self, name: str, rnd: _Round) -> None:
-        self.metrics.health_checks.labels(name, rnd.result).inc()
-        self.metrics.health_duration.labels(name).observe(rnd.duration)
+    def _count(self, slot: _Slot, rnd: _Round) -> None:
+        """Count one finished round (thread-safe: quiet rounds are counted in the runner)."""
+        ok = rnd.result == "ok"
+        (slot.ok_count if ok else self.metrics.health_checks.labels(slot.name, rnd.result)).inc()
+        slot.durations.observe(rnd.duration)
 
     # -- thread side ---------------------------------------------------------------------------
     def deliver(
@@ -375,8 +377,7 @@ class HealthScheduler:
             return
         if quiet:
             assert rnd is not None
-            thread.ok_count.inc()
-            thread.durations.observe(rnd.duration)
+            self._count(thread, rnd)
             return
         loop = self._loop
         if loop is None:
