@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._api import Resource
 from ._errors import HostPathError
@@ -167,19 +167,11 @@ def scan_checked(
         problem = (
             verdict(device.edits) if device.edits.device_nodes or device.edits.mounts else None
         )
-        if problem is None and device.parts:
-            kept = []
-            for part in device.parts:
-                err = verdict(part.edits)
-                if err is None:
-                    kept.append(part)
-                elif not err.missing:
-                    problem = err
-                    break
-                elif problem is None and not kept and part is device.parts[-1]:
-                    problem = err  # every part vanished
-            if problem is None and len(kept) < len(device.parts):
-                device = device.with_parts(tuple(kept))
+        if problem is None:
+            try:
+                device, _ = _without_vanished(device, verdict)
+            except HostPathError as err:
+                problem = err
         if problem is not None:
             refused.setdefault(str(problem), []).append(device.id)
             invalid[device.id] = str(problem)
@@ -196,19 +188,34 @@ def live_parts(
     A refused path (allow-list, symlink escape) raises; so does a device none of whose parts
     is left (the error names the missing path).
     """
+
+    def verdict(edits: ContainerEdits) -> HostPathError | None:
+        try:
+            validator.validate(edits)
+        except HostPathError as err:
+            return err
+        return None
+
+    return _without_vanished(device, verdict)
+
+
+def _without_vanished(
+    device: Device, verdict: Callable[[ContainerEdits], HostPathError | None]
+) -> tuple[Device, list[tuple[Part, HostPathError]]]:
+    """The one rule for devices with parts, at scan time and at Allocate: parts whose paths
+    vanished are left out while one remains; a refused part, or none left, raises."""
     if not device.parts:
         return device, []
     kept: list[Part] = []
     gone: list[tuple[Part, HostPathError]] = []
     for part in device.parts:
-        try:
-            validator.validate(part.edits)
-        except HostPathError as err:
-            if not err.missing:
-                raise
+        err = verdict(part.edits)
+        if err is None:
+            kept.append(part)
+        elif not err.missing:
+            raise err
+        else:
             gone.append((part, err))
-            continue
-        kept.append(part)
     if not kept:
         raise gone[0][1]
     if not gone:
