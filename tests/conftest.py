@@ -4,10 +4,27 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
+
+from devplugin_core.testing import FakeKubelet
+from devplugin_core.testing.fakekubelet import CLIENT_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
+
+
+@pytest.fixture(params=CLIENT_MODELS)
+async def kubelet(request: pytest.FixtureRequest, kubelet_dir: str) -> AsyncIterator[FakeKubelet]:
+    """A started FakeKubelet, once per client model (1.32's single client, per-socket)."""
+    k = FakeKubelet(kubelet_dir, clients=request.param)
+    await k.start()
+    try:
+        yield k
+    finally:
+        await k.stop()
 
 
 def pytest_configure(config):  # type: ignore[no-untyped-def]

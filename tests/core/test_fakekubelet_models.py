@@ -79,16 +79,6 @@ class StubPlugin(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
         )
 
 
-@pytest.fixture(params=["single", "per-socket"])
-async def kubelet(request: pytest.FixtureRequest, kubelet_dir: str) -> AsyncIterator[FakeKubelet]:
-    k = FakeKubelet(kubelet_dir, clients=request.param)
-    await k.start()
-    try:
-        yield k
-    finally:
-        await k.stop()
-
-
 async def _two(kubelet: FakeKubelet) -> tuple[StubPlugin, StubPlugin]:
     old = await StubPlugin(kubelet.directory, "old").start()
     await old.register(kubelet)

@@ -23,7 +23,6 @@ import pytest
 
 from devplugin_core._runtime import PluginRuntime
 from devplugin_core.testing import FakeKubelet
-from devplugin_core.testing.fakekubelet import CLIENT_MODELS
 
 from .cases import Case
 from .helpers import HEALTHY, Node, PluginProcess, our_sockets, processes, serve
@@ -31,16 +30,6 @@ from .helpers import HEALTHY, Node, PluginProcess, our_sockets, processes, serve
 #: the bound the issue sets for the survivor to be the kubelet's endpoint again
 TAKEOVER = 2.0
 ROLLING_UPDATES = 20
-
-
-@pytest.fixture(params=CLIENT_MODELS)
-async def kubelet(request: pytest.FixtureRequest, kubelet_dir: str) -> AsyncIterator[FakeKubelet]:
-    k = FakeKubelet(kubelet_dir, clients=request.param)
-    await k.start()
-    try:
-        yield k
-    finally:
-        await k.stop()
 
 
 def names(runtime: PluginRuntime[Any]) -> set[str]:
