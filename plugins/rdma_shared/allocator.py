@@ -17,28 +17,17 @@ class SharedSlotAllocator(Allocator):
     def reuse_key(self, devices: Sequence[Device]) -> Hashable:
         """Slots are interchangeable: requests of equally many identical slots share one
         answer, whichever slot IDs they name."""
-        first = devices[0]
-        if all(d.edits is first.edits and d.parts is first.parts for d in devices):
+        if _identical(devices):
             return ("slots", len(devices))
         return tuple(d.id for d in devices)
 
-    def __init__(self) -> None:
-        self._merged: tuple[object, object, ContainerEdits] | None = None
-
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
         """The shared edits: every slot carries the same edits and parts (the framework may
-        have left vanished parts out), so one slot's merge answers the request; it is kept
-        until the slots change."""
-        devices = request.devices
-        first = devices[0]
-        if not all(d.edits is first.edits and d.parts is first.parts for d in devices):
-            return super().allocate(request)
-        cached = self._merged
-        if cached is not None and cached[0] is first.edits and cached[1] is first.parts:
-            return cached[2]
-        merged = first.all_edits
-        self._merged = (first.edits, first.parts, merged)
-        return merged
+        have left vanished parts out), so one slot's merge answers the request (and the
+        framework keeps that answer until the slots change)."""
+        if _identical(request.devices):
+            return request.devices[0].all_edits
+        return super().allocate(request)
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:
         """``must_include`` first, then the first available slots: O(size), not O(slots)."""
@@ -51,3 +40,9 @@ class SharedSlotAllocator(Allocator):
                 chosen.append(device.id)
                 taken.add(device.id)
         return chosen
+
+
+def _identical(devices: Sequence[Device]) -> bool:
+    """All slots of one template: the same edits and parts objects."""
+    first = devices[0]
+    return all(d.edits is first.edits and d.parts is first.parts for d in devices)
