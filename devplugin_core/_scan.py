@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 from ._aio import Signal, in_thread
-from ._api import Plugin, Rejection, Resource, Scan
+from ._api import Plugin, Rejection, Resource, Scan, Scanner
 from ._hostfs import HostFS
 from ._metrics import Metrics
 from ._model import Device
@@ -64,8 +64,6 @@ class ScanResult:
 
 
 def _has_fingerprint(plugin: Plugin) -> bool:
-    from ._api import Scanner
-
     return type(plugin.scanner).fingerprint is not Scanner.fingerprint
 
 
