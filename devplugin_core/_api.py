@@ -75,10 +75,19 @@ class AllocationRequest:
 
     resource: str
     devices: tuple[Device, ...]
+    _witnesses: list[str] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(d.id for d in self.devices)
+
+    def depends_on(self, *paths: str) -> None:
+        """A reusable allocator names the files its answer was read from or wrote (paths in
+        the plugin's own filesystem, e.g. ``host.local("/sys/bus/pci/devices/…/driver")``).
+        The answer is reused only while each path still leads to the same file (device and
+        inode, symlinks followed: a rebind, a recreated sysfs entry or a file replaced by
+        rename shows); a path that cannot be stat'ed now makes the answer one-off."""
+        self._witnesses.extend(paths)
 
 
 @dataclass(frozen=True)
@@ -100,10 +109,12 @@ class Allocator:
     Both :meth:`allocate` and :meth:`pre_start` run in a worker thread with a time limit.
 
     ``reusable``: set it to True when :meth:`allocate` depends only on the devices it is given
-    (no host reads, no side effects such as files written or groups created). The framework
-    then answers a repeated request from a cache while the resource's snapshot is unchanged,
-    after re-verifying every host path of the answer with one ``stat`` (a swapped or vanished
-    node falls back to a full Allocate). :meth:`reuse_key` says which requests share an answer.
+    and on files it names with :meth:`AllocationRequest.depends_on` (no other host reads, no
+    side effects beyond files so named, such as groups created). The framework then answers a
+    repeated request from a cache while the resource's snapshot is unchanged, after
+    re-verifying every host path of the answer and every named file with one ``stat`` each (a
+    swapped, replaced or vanished one falls back to a full Allocate). :meth:`reuse_key` says
+    which requests share an answer.
     """
 
     @property

@@ -53,7 +53,7 @@ from ._proto import deviceplugin_v1beta1_pb2 as pb
 from ._proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
 from ._proto import pluginregistration_v1_pb2_grpc as reg_grpc
 from ._resource import ResourceRuntime
-from ._server import DevicePluginService, WatcherRegistrationService
+from ._server import DevicePluginService, WatcherRegistrationService, add_to_server
 
 log = logging.getLogger("devplugin.endpoint")
 
@@ -463,9 +463,7 @@ class Endpoint:
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         closing = asyncio.Event()
         quiet = asyncio.Event()
-        pb_grpc.add_DevicePluginServicer_to_server(
-            DevicePluginService(self.rt, closing, quiet), server
-        )
+        add_to_server(DevicePluginService(self.rt, closing, quiet), server)
         if self.config.mode == "watcher":
             reg_grpc.add_RegistrationServicer_to_server(
                 WatcherRegistrationService(self.rt.name, self.path, self._on_watcher_status), server

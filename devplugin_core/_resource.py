@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -34,6 +35,18 @@ __all__ = ["ResourceRuntime"]
 
 #: (part name, why it was left out) per Allocate, handed back to the loop
 Omitted = list[tuple[str, str]]
+
+
+def _with_witnesses(checks: list[Check], witnesses: Sequence[str]) -> list[Check] | None:
+    """``checks`` plus the identity of every file the allocator named (None if one is gone:
+    the answer is then not kept)."""
+    for path in dict.fromkeys(witnesses):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        checks.append((path, st.st_dev, st.st_ino))
+    return checks
 
 
 class ResourceRuntime:
@@ -68,6 +81,8 @@ class ResourceRuntime:
         self._wire: tuple[int, object] | None = None
         self._encoder = DeviceListEncoder()
         self._answers = AnswerCache()
+        self._allocated_devices = metrics.allocated_devices.labels(self.name)
+        self._allocations_ok = metrics.allocations.labels(self.name, "ok")
 
     # -- state ---------------------------------------------------------------------------------
     def replace_resource(self, resource: Resource) -> None:
@@ -168,16 +183,27 @@ class ResourceRuntime:
                     part.name,
                     err.reason,
                 )
-        edits = resource.allocator.allocate(AllocationRequest(resource.name, tuple(live)))
+        request = AllocationRequest(resource.name, tuple(live))
+        edits = resource.allocator.allocate(request)
         if not isinstance(edits, ContainerEdits):
             raise AllocationError(
                 f"{type(resource.allocator).__name__}.allocate returned "
                 f"{type(edits).__name__}, not ContainerEdits"
             )
         edits = validator.validate(edits)
-        checks = validator.checks() if resource.allocator.reusable and not omitted else None
-        if self.cdi is None:
-            return edits, omitted, checks
+        reusable = resource.allocator.reusable and not omitted
+        if self.cdi is not None:
+            edits = self._cdi_edits(validator, live, edits)
+        checks = validator.checks() if reusable else None  # with the CDI-covered paths
+        if checks is not None:
+            checks = _with_witnesses(checks, request._witnesses)
+        return edits, omitted, checks
+
+    def _cdi_edits(
+        self, validator: EditsValidator, live: Sequence[Device], edits: ContainerEdits
+    ) -> ContainerEdits:
+        """``edits`` without what the CDI devices cover, plus their annotation."""
+        assert self.cdi is not None
         names: list[str] = []
         covered_parts: list[ContainerEdits] = []
         for device in live:
@@ -192,14 +218,33 @@ class ResourceRuntime:
         covered = validator.validate(
             ContainerEdits(device_nodes=covered.device_nodes, mounts=covered.mounts)
         )
-        if checks is not None:
-            checks = validator.checks()  # now with the CDI-covered paths too
-        return edits.without(covered).merge(annotate(self.cdi, names)), omitted, checks
+        return edits.without(covered).merge(annotate(self.cdi, names))
 
-    async def answer(self, ids: Sequence[str]) -> pb.AllocateResponse:
+    def count_allocation(self, result: str) -> None:
+        """Count one Allocate call by its result (``ok``, ``unknown_device``, …)."""
+        if result == "ok":
+            self._allocations_ok.inc()
+        else:
+            self.metrics.allocations.labels(self.name, result).inc()
+
+    def kept_answer(self, request: bytes) -> bytes | None:
+        """The serialized answer to a request with exactly these bytes, if a reusable
+        allocator's answer to it is kept for the current snapshot and its paths check out
+        (no decoding, no thread hop); None otherwise."""
+        resource = self.resource
+        if not resource.allocator.reusable:
+            return None
+        hit = self._answers.get_bytes(resource, self.snapshot.version, request)
+        if hit is None:
+            return None
+        self._allocated_devices.inc(hit[1])
+        return hit[0]
+
+    async def answer(self, ids: Sequence[str], request: bytes | None = None) -> pb.AllocateResponse:
         """The whole AllocateResponse for a one-container request (the kubelet sends one
         container per call). A reusable allocator's answer is kept for the snapshot and served
-        again on the loop, without a thread hop, while its paths still check out."""
+        again on the loop, without a thread hop, while its paths still check out; ``request``
+        (the request's bytes) then finds it through :meth:`kept_answer` next time."""
         resource, version = self.resource, self.snapshot.version
         devices = self.resolve(ids)
         allocator = resource.allocator
@@ -208,12 +253,16 @@ class ResourceRuntime:
         if reusable:
             kept = self._answers.get(resource, version, key)
             if kept is not None:
-                self.metrics.allocated_devices.labels(self.name).inc(len(devices))
+                self._allocated_devices.inc(len(devices))
+                if request is not None:
+                    self._answers.remember(resource, version, request, key)
                 return kept
         edits, checks = await self._allocate(resource, devices)
         answer = pb.AllocateResponse(container_responses=[container_response(edits)])
         if checks is not None and self.resource is resource and self.snapshot.version == version:
-            self._answers.put(resource, version, key, answer, checks)
+            self._answers.put(resource, version, key, answer, checks, len(devices))
+            if request is not None:
+                self._answers.remember(resource, version, request, key)
         return answer
 
     async def allocate(self, ids: Sequence[str]) -> ContainerEdits:
@@ -245,7 +294,7 @@ class ResourceRuntime:
             self.metrics.allocate_duration.labels(self.name).observe(time.monotonic() - start)
         if omitted:
             self.rescan(f"{self.name}: Allocate left out vanished {omitted[0][0]}")
-        self.metrics.allocated_devices.labels(self.name).inc(len(devices))
+        self._allocated_devices.inc(len(devices))
         return edits, checks
 
     async def preferred(

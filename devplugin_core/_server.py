@@ -31,7 +31,7 @@ from ._store import Snapshot
 
 log = logging.getLogger("devplugin.server")
 
-__all__ = ["DevicePluginService", "WatcherRegistrationService"]
+__all__ = ["DevicePluginService", "WatcherRegistrationService", "add_to_server"]
 
 
 class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
@@ -85,21 +85,26 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
             rt.stream_closed()
             log.info("%s: ListAndWatch stream closed (%d open)", rt.name, rt.streams)
 
-    async def Allocate(
-        self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AllocateResponse:
+    async def Allocate(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Bytes in, bytes out (see :func:`add_to_server`): a request the kubelet repeats is
+        answered from :meth:`ResourceRuntime.kept_answer` without decoding it."""
         rt = self.rt
         result = "ok"
         try:
-            if len(request.container_requests) == 1:  # what the kubelet sends
-                return await rt.answer(request.container_requests[0].devices_ids)
+            kept = rt.kept_answer(request)
+            if kept is not None:
+                return kept
+            message = pb.AllocateRequest.FromString(request)
+            if len(message.container_requests) == 1:  # what the kubelet sends
+                ids = message.container_requests[0].devices_ids
+                return (await rt.answer(ids, request)).SerializeToString()
             responses = []
-            for creq in request.container_requests:
+            for creq in message.container_requests:
                 edits = await rt.allocate(list(creq.devices_ids))
                 responses.append(container_response(edits))
             if not responses:
                 responses.append(pb.ContainerAllocateResponse())
-            return pb.AllocateResponse(container_responses=responses)
+            return pb.AllocateResponse(container_responses=responses).SerializeToString()
         except UnknownDeviceError as err:
             result = "unknown_device"
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -122,7 +127,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
             log.exception("%s: Allocate crashed", rt.name)
             await self._abort(context, grpc.StatusCode.INTERNAL, f"allocation failed: {err}")
         finally:
-            rt.metrics.allocations.labels(rt.name, result).inc()
+            rt.count_allocation(result)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -177,6 +182,38 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INTERNAL, f"pre-start failed: {err}")
         rt.metrics.prestart.labels(rt.name, "ok").inc()
         return pb.PreStartContainerResponse()
+
+
+def add_to_server(service: DevicePluginService, server: grpc.aio.Server) -> None:
+    """Serve ``service`` as ``v1beta1.DevicePlugin``: the generated handlers, except that
+    Allocate takes and returns bytes (its answers are kept serialized)."""
+    handlers = {
+        "GetDevicePluginOptions": grpc.unary_unary_rpc_method_handler(
+            service.GetDevicePluginOptions,
+            request_deserializer=pb.Empty.FromString,
+            response_serializer=pb.DevicePluginOptions.SerializeToString,
+        ),
+        "ListAndWatch": grpc.unary_stream_rpc_method_handler(
+            service.ListAndWatch,
+            request_deserializer=pb.Empty.FromString,
+            response_serializer=pb.ListAndWatchResponse.SerializeToString,
+        ),
+        "GetPreferredAllocation": grpc.unary_unary_rpc_method_handler(
+            service.GetPreferredAllocation,
+            request_deserializer=pb.PreferredAllocationRequest.FromString,
+            response_serializer=pb.PreferredAllocationResponse.SerializeToString,
+        ),
+        "Allocate": grpc.unary_unary_rpc_method_handler(service.Allocate),  # bytes both ways
+        "PreStartContainer": grpc.unary_unary_rpc_method_handler(
+            service.PreStartContainer,
+            request_deserializer=pb.PreStartContainerRequest.FromString,
+            response_serializer=pb.PreStartContainerResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("v1beta1.DevicePlugin", handlers),)
+    )
+    server.add_registered_method_handlers("v1beta1.DevicePlugin", handlers)
 
 
 class WatcherRegistrationService(reg_grpc.RegistrationServicer):  # type: ignore[misc]

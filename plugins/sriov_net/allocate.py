@@ -8,6 +8,12 @@ that the ``uio`` and ``vdpa`` entries are complete on the first allocation too (
 them only after the device specs were computed once). netDevice and auxNetDevice pools also
 write the device-info files.
 
+The answer is reusable: it names every sysfs entry it was read from (the function or SF, its
+``driver`` and ``iommu_group`` links, its ``infiniband``/``uio`` entries, its vDPA device) and
+the device-info file it wrote, so the framework serves it again only while all of them are
+the same files — a rebind, a recreated RDMA device or a device-info file removed by the CNI
+makes the next Allocate read the function again and rewrite the file.
+
 Preferred allocation (upstream has none): keep ``must_include``, fit the request into one NUMA
 node when possible, and inside it spread the VFs over as many PFs as possible (a PF or cable
 failure then takes out fewer of a pod's VFs) — or, with ``allocationPolicy: packed``, fill as
@@ -30,11 +36,13 @@ from devplugin_core import (
     numa_level,
     prefer_packed,
 )
-from devplugin_core.toolkit import pcidevice_env
+from devplugin_core.toolkit import SYS_PCI_DEVICES, pcidevice_env
 
+from .aux import SYS_AUX
 from .deviceinfo import DeviceInfoFiles, aux_document, pci_document, vdpa_document
 from .pools import PoolSpec, VfInfo
-from .specs import FunctionState, build_specs, read_state
+from .specs import VFIO_DRIVER, FunctionState, build_specs, read_state
+from .vdpa import SYS_VDPA
 
 __all__ = ["PoolAllocator", "pf_level"]
 
@@ -51,6 +59,30 @@ class PoolAllocator(Allocator):
         self.host = host
         self.spec = spec
         self.device_info = device_info if spec.writes_device_info else None
+
+    @property
+    def reusable(self) -> bool:
+        return True
+
+    def _witnesses(self, state: FunctionState, payload: VfInfo) -> list[str]:
+        """The sysfs entries ``state`` was read from, as local paths: each one is recreated
+        when what it says changes (the device nodes themselves are checked anyway)."""
+        if payload.bus == "auxiliary":
+            base = f"{SYS_AUX}/{state.address}"
+            paths = [base]
+        else:
+            base = f"{SYS_PCI_DEVICES}/{state.address}"
+            paths = [f"{base}/driver"]  # gone with the function, replaced by a rebind
+            if state.driver == VFIO_DRIVER and state.iommu_group is not None:
+                paths.append(f"{base}/iommu_group")
+            if state.uio:
+                paths.append(f"{base}/uio/{state.uio[0]}")
+            if state.vdpa is not None:
+                paths.append(f"{SYS_VDPA}/{state.vdpa.name}")
+        if payload.needs.rdma:  # none yet: the missing directory makes the answer one-off
+            names = state.rdma_names
+            paths += [f"{base}/infiniband/{n}" for n in names] if names else [f"{base}/infiniband"]
+        return [self.host.local(p) for p in paths]
 
     def _state(self, device: Device, payload: VfInfo) -> FunctionState:
         what = "Scalable Function" if payload.bus == "auxiliary" else "PCI function"
@@ -91,6 +123,7 @@ class PoolAllocator(Allocator):
         for device in request.devices:
             payload = device.payload_as(VfInfo)
             state = self._state(device, payload)
+            request.depends_on(*self._witnesses(state, payload))
             nodes, info[device.id] = build_specs(self.host, state, payload.needs)
             documents[device.id] = self._document(device, payload, state)
             parts.append(ContainerEdits(device_nodes=nodes))
@@ -98,13 +131,16 @@ class PoolAllocator(Allocator):
         if self.device_info is not None:
             for device_id in request.ids:
                 try:
-                    self.device_info.write(self.spec.name, device_id, document=documents[device_id])
+                    written = self.device_info.write(
+                        self.spec.name, device_id, document=documents[device_id]
+                    )
                 except OSError as err:
                     raise AllocationError(
                         f"cannot write the device-info file for {device_id} in "
                         f"{self.device_info.directory}: {err}",
                         [device_id],
                     ) from None
+                request.depends_on(written)
         return ContainerEdits(env=env).merge(*parts)
 
     def preferred(self, request: PreferredRequest) -> Sequence[str]:

@@ -7,6 +7,8 @@ the answer was built is checked again (a swapped symlink is refused, a vanished 
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 
@@ -98,3 +100,39 @@ async def test_an_answer_built_from_already_verified_paths_still_rechecks_them(
             await fake_kubelet.allocate(RES, ids[:1])
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "/etc/shadow" in (err.value.details() or "")
+
+
+async def test_files_named_with_depends_on_decide_whether_an_answer_is_reused(
+    fake_host, fake_kubelet, monkeypatch
+):
+    """``AllocationRequest.depends_on``: the answer is kept while each named file is the same
+    file; replaced or removed, the next Allocate is built afresh; missing when named, the
+    answer is not kept at all."""
+    from devplugin_core.testing import run_plugin
+
+    ids = add_gadgets(fake_host, 1)
+    fake_host.write("/run/gadget-state", "v1\n")
+    calls: list[tuple[str, ...]] = []
+    original = GadgetAllocator.allocate
+
+    def naming(self, request):  # type: ignore[no-untyped-def]
+        calls.append(request.ids)
+        request.depends_on(str(fake_host.path("/run/gadget-state")))
+        return original(self, request)
+
+    monkeypatch.setattr(GadgetAllocator, "reusable", True)
+    monkeypatch.setattr(GadgetAllocator, "allocate", naming)
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)):
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)
+        for _ in range(2):
+            await fake_kubelet.allocate(RES, ids)
+        assert len(calls) == 1
+        fake_host.write("/run/gadget-state.new", "v2\n")
+        os.replace(fake_host.path("/run/gadget-state.new"), fake_host.path("/run/gadget-state"))
+        for _ in range(2):
+            await fake_kubelet.allocate(RES, ids)
+        assert len(calls) == 2
+        fake_host.remove("/run/gadget-state")  # gone: built afresh, and not kept
+        for _ in range(2):
+            await fake_kubelet.allocate(RES, ids)
+        assert len(calls) == 4

@@ -399,3 +399,46 @@ async def test_cdi_mode_names_devices_and_keeps_env_and_device_info(
     )
     assert list(net.cdi_devices) == [] and "PCIDEVICE_INTEL_COM_SRIOV_NET" in net.envs
     assert (devinfo_dir(fake_host) / f"intel.com-sriov_dpdk-{VF[2]}-device.json").exists()
+
+
+async def test_a_repeated_allocate_follows_the_function_and_its_device_info_file(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    """The answer is reused (``Allocator.reusable``) only while every sysfs entry it was read
+    from and the device-info file it wrote are the same files."""
+    vfs = mellanox(fake_host)
+    async with serve(
+        fake_host, fake_kubelet, doc(pool("rdma", {"vendors": ["15b3"], "isRdma": True}))
+    ):
+        await fake_kubelet.wait_for_registration("intel.com/rdma")
+        first = await fake_kubelet.allocate("intel.com/rdma", [vfs[0]])
+        assert await fake_kubelet.allocate("intel.com/rdma", [vfs[0]]) == first
+        path = devinfo_dir(fake_host) / f"intel.com-rdma-{vfs[0]}-device.json"
+        path.unlink()  # removed after the pod, by the CNI side or by hand
+        assert await fake_kubelet.allocate("intel.com/rdma", [vfs[0]]) == first
+        assert json.loads(path.read_text())["pci"]["rdma-device"] == "mlx5_2"
+
+        # the VF's RDMA device comes back under another name, before any rescan
+        fake_host.remove(f"/sys/bus/pci/devices/{vfs[0]}/infiniband/mlx5_2")
+        fake_host.add_rdma(vfs[0], "mlx5_7")
+        response = await fake_kubelet.allocate("intel.com/rdma", [vfs[0]])
+        assert info(response, "PCIDEVICE_INTEL_COM_RDMA_INFO")[vfs[0]]["rdma"]["rdma_dev"] == (
+            "mlx5_7"
+        )
+        assert json.loads(path.read_text())["pci"]["rdma-device"] == "mlx5_7"
+
+
+async def test_a_repeated_allocate_follows_a_regrouped_vfio_function(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    vfs = add_pf_with_vfs(
+        fake_host, "0000:00:00.0", "ens1", 1, vf_driver="vfio-pci", first_group=4, vf_netdevs=False
+    )
+    async with serve(fake_host, fake_kubelet, doc(pool("dpdk", {}))):
+        await fake_kubelet.wait_for_registration("intel.com/dpdk")
+        for _ in range(2):
+            response = await fake_kubelet.allocate("intel.com/dpdk", vfs)
+            assert "/dev/vfio/4" in [d.host_path for d in response.devices]
+        fake_host.set_iommu_group(vfs[0], 9)  # regrouped; /dev/vfio/4 is still there
+        response = await fake_kubelet.allocate("intel.com/dpdk", vfs)
+        assert "/dev/vfio/9" in [d.host_path for d in response.devices]
