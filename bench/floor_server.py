@@ -1,7 +1,10 @@
 """The floor: the cheapest grpc.aio server this machine can run, answering every Allocate
 with one pre-built response (no lookup, no validation) on a unix socket.
 
-    python bench/floor_server.py SOCKET
+    python bench/floor_server.py SOCKET [ANSWER_FILE]
+
+``ANSWER_FILE`` holds a serialized AllocateResponse (the bench passes each plugin's own answer,
+so the floor sends the same bytes); without it a one-NPU answer is used.
 
 Issue 14 asks how close our Allocate comes to this; ``bench/run_all.py`` times it with
 ``bench/sync_client.py`` beside the plugins.
@@ -39,7 +42,11 @@ class Floor(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
         return RESPONSE
 
 
-async def main(socket: str) -> None:
+async def main(socket: str, answer_file: str | None) -> None:
+    global RESPONSE
+    if answer_file:
+        with open(answer_file, "rb") as fh:
+            RESPONSE = pb.AllocateResponse.FromString(fh.read())
     server = grpc.aio.server()
     pb_grpc.add_DevicePluginServicer_to_server(Floor(), server)
     server.add_insecure_port(f"unix://{socket}")
@@ -49,4 +56,4 @@ async def main(socket: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))

@@ -417,14 +417,13 @@ class Endpoint:
             return
         if await probe_socket(self.path):
             # Someone serves on our exact name: never steal it, pick another name.
-            import secrets
 
             log.warning(
                 "%s: %s is served by another process; using a new socket name",
                 self.rt.name,
                 self.path,
             )
-            self.name = socket_name(self.rt.name, secrets.token_hex(3), self.config.socket_dir)
+            self.name = socket_name(self.rt.name, os.urandom(3).hex(), self.config.socket_dir)
             self.path = os.path.join(self.config.socket_dir, self.name)
             return
         with contextlib.suppress(FileNotFoundError):

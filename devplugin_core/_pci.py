@@ -286,6 +286,15 @@ def _hex_id(text: str | None) -> str | None:
     return text.lower().removeprefix("0x").rjust(4, "0")
 
 
+def _other_class(r: _Reader, base: str, classes: frozenset[int]) -> bool:
+    """Whether the function's ``class`` attribute names a base class outside ``classes``
+    (False when it is unreadable: the full read then decides, with its modalias fallback)."""
+    try:
+        return (int(r.attr(f"{base}/class") or "", 16) >> 16) not in classes
+    except ValueError:
+        return False
+
+
 def _read_identity(r: _Reader, base: str) -> tuple[str, str, int] | None:
     vendor = _hex_id(r.attr(f"{base}/vendor"))
     device = _hex_id(r.attr(f"{base}/device"))
@@ -431,6 +440,8 @@ def _read_device(
 ) -> PciDevice | None:
     host = r.host
     base = f"{SYS_PCI_DEVICES}/{address}"
+    if classes is not None and _other_class(r, base, classes):
+        return None  # one read for a function the scan does not want
     try:
         real = host.realpath(base)
     except HostPathError:

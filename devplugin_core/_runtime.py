@@ -24,7 +24,6 @@ import contextlib
 import gc
 import logging
 import os
-import secrets
 import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ class RuntimeOptions:
     pod_resources_socket: str | None = DEFAULT_POD_RESOURCES_SOCKET
     pod_resources_interval: float = 10.0
     plugin_options: Mapping[str, Any] = field(default_factory=dict)
-    instance: str = field(default_factory=lambda: secrets.token_hex(3))
+    instance: str = field(default_factory=lambda: os.urandom(3).hex())
     discovery_timeout: float = 30.0
     kubelet_poll_interval: float = 5.0
     stream_grace: float = 0.25
