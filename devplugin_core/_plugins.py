@@ -13,11 +13,13 @@ import importlib.util
 import logging
 import os
 import sys
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._api import PluginSpec
 from ._errors import PluginNotFoundError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = ["ENTRY_POINT_GROUP", "get_plugin", "installed_plugins", "normalise_name"]
 
@@ -39,6 +41,52 @@ def _as_spec(obj: Any, where: str) -> PluginSpec[Any]:
 
 def _load(ep: metadata.EntryPoint) -> PluginSpec[Any]:
     return _as_spec(ep.load(), f"entry point {ep.name} = {ep.value}")
+
+
+def _entry_points() -> metadata.EntryPoints:
+    from importlib import metadata  # ~10 ms of imports: only when the quick lookup fails
+
+    return metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def _quick_entry_point(wanted: str) -> str | None:
+    """The value (``module:ATTR``) of the first ``devplugin.plugins`` entry point called
+    ``wanted``, read from the ``entry_points.txt`` files on ``sys.path`` in path order, as
+    importlib.metadata finds it; None when there is none (the full lookup then runs)."""
+    for entry in sys.path:
+        directory = entry or "."
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for dist in names:
+            if not dist.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(
+                    os.path.join(directory, dist, "entry_points.txt"), encoding="utf-8"
+                ) as fh:
+                    lines = fh.read().splitlines()
+            except OSError:
+                continue
+            group = ""
+            for line in lines:
+                line = line.strip()
+                if line.startswith("["):
+                    group = line.strip("[]").strip()
+                elif group == ENTRY_POINT_GROUP and "=" in line:
+                    key, _, value = line.partition("=")
+                    if normalise_name(key) == wanted:
+                        return value.split("[", 1)[0].strip()
+    return None
+
+
+def _load_value(name: str, value: str) -> PluginSpec[Any]:
+    module_name, _, attrs = value.partition(":")
+    obj: Any = importlib.import_module(module_name.strip())
+    for attr in filter(None, attrs.strip().split(".")):
+        obj = getattr(obj, attr)
+    return _as_spec(obj, f"entry point {name} = {value}")
 
 
 def _load_reference(reference: str) -> PluginSpec[Any]:
@@ -73,7 +121,7 @@ def _load_reference(reference: str) -> PluginSpec[Any]:
 def installed_plugins() -> dict[str, PluginSpec[Any]]:
     """Every installed plugin by name; broken entry points are logged and skipped."""
     found: dict[str, PluginSpec[Any]] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _entry_points():
         try:
             spec = _load(ep)
         except Exception as err:
@@ -89,7 +137,13 @@ def get_plugin(name: str) -> PluginSpec[Any]:
     if ":" in name or name.endswith(".py"):
         return _load_reference(name)
     wanted = normalise_name(name)
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    value = _quick_entry_point(wanted)
+    if value is not None:
+        try:
+            return _load_value(name, value)  # import only the plugin asked for (start-up)
+        except Exception as err:
+            log.warning("cannot load plugin entry point %s (%s): %s", name, value, err)
+    for ep in _entry_points():
         if normalise_name(ep.name) == wanted:  # import only the plugin asked for (start-up)
             try:
                 return _load(ep)
