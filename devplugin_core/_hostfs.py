@@ -60,6 +60,9 @@ class HostReadError(DevicePluginError):
         super().__init__(f"cannot read {path}: {reason}")
 
 
+_CHUNK = 65536
+
+
 def _under(path: str, prefix: str) -> bool:
     if prefix == "/":
         return True
@@ -104,9 +107,13 @@ class HostFS:
                 return None
             raise HostReadError(host_path, err.strerror or str(err)) from err
         try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
+            first = os.read(fd, _CHUNK)
+            if len(first) < _CHUNK and host_path.startswith("/sys/"):
+                return first  # a sysfs attribute comes whole in one read (at most a page)
+            chunks = [first]
+            while first:
+                first = os.read(fd, _CHUNK)
+                chunks.append(first)
             return b"".join(chunks)
         except OSError as err:
             raise HostReadError(host_path, err.strerror or str(err)) from err

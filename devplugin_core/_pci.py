@@ -454,13 +454,25 @@ def _read_device(
     vendor, device, class_code = identity
     if classes is not None and (class_code >> 16) not in classes:
         return None
-    numa = r.int_attr(f"{base}/numa_node")
-    iommu = r.link_name(f"{base}/iommu_group")
+    entries = r.listdir(base)
+    present = frozenset(entries)  # optional attributes absent from the listing are not opened
+
+    def attr(name: str) -> str | None:
+        return r.attr(f"{base}/{name}") if name in present else None
+
+    def int_attr(name: str) -> int | None:
+        return r.int_attr(f"{base}/{name}") if name in present else None
+
+    def link(name: str) -> str | None:
+        return r.link_name(f"{base}/{name}") if name in present else None
+
+    numa = int_attr("numa_node")
+    iommu = link("iommu_group")
     noiommu = False
     if iommu is not None:
         group_name = r.attr(f"/sys/kernel/iommu_groups/{iommu}/name")
         noiommu = group_name == "vfio-noiommu"
-    physfn = r.link_name(f"{base}/physfn")
+    physfn = link("physfn")
     if physfn is not None and not PCI_ADDRESS.match(physfn):
         r.problem(f"ignoring {base}/physfn: not a PCI address ({physfn!r})")
         physfn = None
@@ -468,7 +480,7 @@ def _read_device(
     netdevs: list[str] = []
     rdma: list[str] = []
     uio: list[str] = []
-    for entry in r.listdir(base):
+    for entry in entries:
         if entry.startswith("virtfn") and entry[6:].isdigit():
             target = r.link_name(f"{base}/{entry}")
             if target and PCI_ADDRESS.match(target):
@@ -497,21 +509,21 @@ def _read_device(
         vendor=vendor,
         device=device,
         class_code=class_code,
-        subsystem_vendor=_hex_id(r.attr(f"{base}/subsystem_vendor")) or "",
-        subsystem_device=_hex_id(r.attr(f"{base}/subsystem_device")) or "",
-        driver=r.link_name(f"{base}/driver"),
+        subsystem_vendor=_hex_id(attr("subsystem_vendor")) or "",
+        subsystem_device=_hex_id(attr("subsystem_device")) or "",
+        driver=link("driver"),
         numa_node=numa if numa is not None and numa >= 0 else None,
         iommu_group=iommu if iommu and iommu.isdigit() else None,
         iommu_noiommu=noiommu,
         physfn=physfn,
         vf_index=None,  # filled in by scan_pci from the PF's virtfnN links
         virtfns=tuple(a for _, a in sorted(virtfns)),
-        sriov_totalvfs=r.int_attr(f"{base}/sriov_totalvfs"),
-        sriov_numvfs=r.int_attr(f"{base}/sriov_numvfs"),
+        sriov_totalvfs=int_attr("sriov_totalvfs"),
+        sriov_numvfs=int_attr("sriov_numvfs"),
         netdevs=tuple(netdevs),
         rdma_devices=tuple(rdma),
         uio=tuple(uio),
-        acpi_index=r.attr(f"{base}/acpi_index") or "",
+        acpi_index=attr("acpi_index") or "",
         path=real,
         upstream=upstream[:-1] if upstream and upstream[-1] == address else upstream,
     )
