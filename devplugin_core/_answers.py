@@ -1,7 +1,8 @@
 """Allocate answers kept for allocators that declare them reusable (``Allocator.reusable``).
 
-An answer is valid for one snapshot version of one Resource object: a scan, a health change or
-a reload starts a new cache. Before an answer is reused, every host path it grants and every
+An answer is valid for one device list of one Resource object: a scan that changed the
+devices or a reload starts a new cache (a health change does not: the kubelet only gets answers
+for devices that are healthy now). Before an answer is reused, every host path it grants and every
 file the allocator named (``AllocationRequest.depends_on``) is checked with one ``stat``: the
 path must still lead to the inode that passed canonicalisation and the allow-list (a swapped
 symlink, a replaced or vanished node falls back to a full Allocate). These stats run on the
@@ -39,12 +40,27 @@ class _Entry:
 
 
 class AnswerCache:
-    """Prebuilt AllocateResponses of one resource, by reuse key and by request bytes."""
+    """Prebuilt AllocateResponses of one resource, by reuse key and by request bytes.
+
+    Answers belong to one Resource object and one device list (``Snapshot.devices``, the same
+    tuple across health changes: an answer depends on the device, not on its health, which
+    every lookup by key checks first). The request-bytes index skips that check, so it belongs
+    to one snapshot version and starts empty after any change.
+    """
 
     def __init__(self) -> None:
-        self._owner: tuple[object, int] = (None, -1)
+        self._owner: tuple[object, object] = (None, None)
         self._answers: dict[Hashable, _Entry] = {}
+        self._version = -1
         self._requests: dict[bytes, Hashable] = {}
+
+    def holds(self, resource: object, devices: object) -> bool:
+        """Whether the kept answers are for this Resource and device list."""
+        owner = self._owner
+        return owner[0] is resource and owner[1] is devices
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._answers
 
     def _valid(self, key: Hashable) -> _Entry | None:
         entry = self._answers.get(key)
@@ -62,17 +78,17 @@ class AnswerCache:
                 return None
         return entry
 
-    def get(self, resource: object, version: int, key: Hashable) -> pb.AllocateResponse | None:
-        owner = self._owner
-        if owner[0] is not resource or owner[1] != version:
+    def get(self, resource: object, devices: object, key: Hashable) -> pb.AllocateResponse | None:
+        if not self.holds(resource, devices):
             return None
         entry = self._valid(key)
         return None if entry is None else entry.answer
 
-    def get_bytes(self, resource: object, version: int, request: bytes) -> tuple[bytes, int] | None:
+    def get_bytes(
+        self, resource: object, devices: object, version: int, request: bytes
+    ) -> tuple[bytes, int] | None:
         """The serialized answer to these exact request bytes and its device count."""
-        owner = self._owner
-        if owner[0] is not resource or owner[1] != version:
+        if self._version != version or not self.holds(resource, devices):
             return None
         key = self._requests.get(request)
         if key is None:
@@ -83,25 +99,30 @@ class AnswerCache:
     def put(
         self,
         resource: object,
-        version: int,
+        devices: object,
         key: Hashable,
         answer: pb.AllocateResponse,
         checks: Sequence[Check],
-        devices: int,
+        count: int,
     ) -> None:
-        if self._owner[0] is not resource or self._owner[1] != version:
-            self._owner = (resource, version)
+        if not self.holds(resource, devices):
+            self._owner = (resource, devices)
             self._answers = {}
             self._requests = {}
         if len(self._answers) >= MAX_ANSWERS:
             self._answers.clear()
             self._requests.clear()
-        self._answers[key] = _Entry(answer, tuple(checks), devices)
+        self._answers[key] = _Entry(answer, tuple(checks), count)
 
-    def remember(self, resource: object, version: int, request: bytes, key: Hashable) -> None:
-        """Let ``request`` (its bytes) find the answer kept under ``key``."""
-        owner = self._owner
-        if owner[0] is resource and owner[1] == version and key in self._answers:
-            if len(self._requests) >= MAX_ANSWERS:
-                self._requests.clear()
-            self._requests[request] = key
+    def remember(
+        self, resource: object, devices: object, version: int, request: bytes, key: Hashable
+    ) -> None:
+        """Let ``request`` (its bytes) find the answer kept under ``key`` in this version."""
+        if not self.holds(resource, devices) or key not in self._answers:
+            return
+        if self._version != version:
+            self._version = version
+            self._requests = {}
+        if len(self._requests) >= MAX_ANSWERS:
+            self._requests.clear()
+        self._requests[request] = key

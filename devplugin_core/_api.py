@@ -122,6 +122,15 @@ class Allocator:
         """Whether answers may be reused (see the class docstring); default False."""
         return False
 
+    @property
+    def build_ahead(self) -> bool:
+        """With ``reusable``: whether the framework may build every healthy device's
+        one-device answer ahead of any request (a second after the device list changes, in
+        the background), so that the first Allocate of a device is answered from the cache
+        too. Side effects of :meth:`allocate` (a file it writes) then happen ahead of time.
+        Default False."""
+        return False
+
     def allocate(self, request: AllocationRequest) -> ContainerEdits:
         """Container edits for ``request.devices`` (already validated: known and healthy)."""
         return ContainerEdits().merge(*(d.all_edits for d in request.devices))

@@ -9,6 +9,7 @@ plugin code runs in worker threads with deadlines.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import os
@@ -234,7 +235,8 @@ class ResourceRuntime:
         resource = self.resource
         if not resource.allocator.reusable:
             return None
-        hit = self._answers.get_bytes(resource, self.snapshot.version, request)
+        snapshot = self.snapshot
+        hit = self._answers.get_bytes(resource, snapshot.devices, snapshot.version, request)
         if hit is None:
             return None
         self._allocated_devices.inc(hit[1])
@@ -242,28 +244,91 @@ class ResourceRuntime:
 
     async def answer(self, ids: Sequence[str], request: bytes | None = None) -> pb.AllocateResponse:
         """The whole AllocateResponse for a one-container request (the kubelet sends one
-        container per call). A reusable allocator's answer is kept for the snapshot and served
-        again on the loop, without a thread hop, while its paths still check out; ``request``
-        (the request's bytes) then finds it through :meth:`kept_answer` next time."""
-        resource, version = self.resource, self.snapshot.version
+        container per call). A reusable allocator's answer is kept for the device list and
+        served again on the loop, without a thread hop, while its paths still check out;
+        ``request`` (the request's bytes) then finds it through :meth:`kept_answer`."""
+        resource, snapshot = self.resource, self.snapshot
         devices = self.resolve(ids)
         allocator = resource.allocator
         reusable = allocator.reusable
         key = allocator.reuse_key(devices) if reusable else None
+        answers = self._answers
         if reusable:
-            kept = self._answers.get(resource, version, key)
+            kept = answers.get(resource, snapshot.devices, key)
             if kept is not None:
                 self._allocated_devices.inc(len(devices))
                 if request is not None:
-                    self._answers.remember(resource, version, request, key)
+                    answers.remember(resource, snapshot.devices, snapshot.version, request, key)
                 return kept
         edits, checks = await self._allocate(resource, devices)
         answer = pb.AllocateResponse(container_responses=[container_response(edits)])
-        if checks is not None and self.resource is resource and self.snapshot.version == version:
-            self._answers.put(resource, version, key, answer, checks, len(devices))
+        if checks is not None and self._unchanged(resource, snapshot):
+            answers.put(resource, snapshot.devices, key, answer, checks, len(devices))
             if request is not None:
-                self._answers.remember(resource, version, request, key)
+                answers.remember(resource, snapshot.devices, snapshot.version, request, key)
         return answer
+
+    def _unchanged(self, resource: Resource, snapshot: Snapshot) -> bool:
+        return self.resource is resource and self.snapshot.devices is snapshot.devices
+
+    async def build_ahead(self) -> int:
+        """Build the one-device answers of an allocator with ``build_ahead`` for every healthy
+        device whose reuse key has none yet (one at a time, in the Allocate pool); stops when
+        the devices change meanwhile. Returns how many were built."""
+        resource, snapshot = self.resource, self.snapshot
+        allocator = resource.allocator
+        if not (allocator.reusable and allocator.build_ahead):
+            return 0
+        built = 0
+        for n, device in enumerate(snapshot.devices):
+            if n % 256 == 255:
+                await asyncio.sleep(0)  # 10 000 slots: keep the loop answering
+            if not self._unchanged(resource, snapshot):
+                break
+            if not self.snapshot.healthy(device.id):
+                continue
+            key = allocator.reuse_key((device,))
+            if self._answers.holds(resource, snapshot.devices) and key in self._answers:
+                continue
+            try:
+                edits, omitted, checks = await in_thread(
+                    self.alloc_pool,
+                    resource.allocate_timeout,
+                    self._allocate_blocking,
+                    resource,
+                    (device,),
+                )
+            except Exception as err:  # the Allocate that asks for it will say what is wrong
+                log.debug("%s: no answer built ahead for %s: %s", self.name, device.id, err)
+                continue
+            if checks is None or omitted or not self._unchanged(resource, snapshot):
+                continue
+            answer = pb.AllocateResponse(container_responses=[container_response(edits)])
+            self._answers.put(resource, snapshot.devices, key, answer, checks, 1)
+            built += 1
+        return built
+
+    async def keep_answers_built(self, settle: float = 1.0) -> None:
+        """Run :meth:`build_ahead` ``settle`` seconds after each new snapshot (and after
+        start: never before Register), for as long as the resource is served."""
+        built = 0  # the snapshot version last built for
+        while True:
+            version = self.snapshot.version
+            if version != built and self.resource.allocator.build_ahead:
+                await asyncio.sleep(settle)  # after Register, and after a burst of changes
+                if self.snapshot.version == version:
+                    started = time.monotonic()
+                    count = await self.build_ahead()
+                    built = version
+                    if count:
+                        log.debug(
+                            "%s: %d answers built ahead in %.2fs",
+                            self.name,
+                            count,
+                            time.monotonic() - started,
+                        )
+                continue
+            await self.state.wait_newer(version)
 
     async def allocate(self, ids: Sequence[str]) -> ContainerEdits:
         """Container edits for one container request (raises AllocationError/HostPathError)."""

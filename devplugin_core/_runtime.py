@@ -388,9 +388,10 @@ class PluginRuntime(Generic[C]):
         endpoint = Endpoint(self.resources[name], self.endpoint_config, self._watch)
         self.endpoints[name] = endpoint
         self._spawn(f"endpoint:{name}", endpoint.run())
+        self._spawn(f"answers:{name}", self.resources[name].keep_answers_built())
 
     async def _remove(self, name: str) -> None:
-        await self._tasks.cancel(f"endpoint:{name}")
+        await self._tasks.cancel(f"endpoint:{name}", f"answers:{name}")
         self.endpoints.pop(name, None)
         await self.health.remove(name)
         self.resources.pop(name, None)

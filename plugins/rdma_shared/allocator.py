@@ -13,6 +13,7 @@ class SharedSlotAllocator(Allocator):
     """Slots are interchangeable: no NUMA packing, no per-slot merging."""
 
     reusable = True  # every answer depends only on the slots' edits and parts
+    build_ahead = True  # identical slots share one answer: a few builds per HCA set
 
     def reuse_key(self, devices: Sequence[Device]) -> Hashable:
         """Slots are interchangeable: requests of equally many identical slots share one

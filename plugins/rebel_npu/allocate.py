@@ -54,6 +54,10 @@ class NpuAllocator(Allocator):
         a pool of passed-through NPUs never creates one."""
         return self.passthrough_only or self.rsd.peek() == "off"
 
+    @property
+    def build_ahead(self) -> bool:
+        return True  # only used while reusable: nothing is created ahead
+
     def _info(self, device: Device) -> dict[str, dict[str, str]]:
         npu = device.payload_as(NpuInfo)
         info: dict[str, dict[str, str]]

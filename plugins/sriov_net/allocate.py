@@ -12,7 +12,9 @@ The answer is reusable: it names every sysfs entry it was read from (the functio
 ``driver`` and ``iommu_group`` links, its ``infiniband``/``uio`` entries, its vDPA device) and
 the device-info file it wrote, so the framework serves it again only while all of them are
 the same files — a rebind, a recreated RDMA device or a device-info file removed by the CNI
-makes the next Allocate read the function again and rewrite the file.
+makes the next Allocate read the function again and rewrite the file. The answers are built
+ahead (``build_ahead``): a device-info file exists, current, for every VF of a netDevice or
+auxNetDevice pool, not only for the VFs handed out.
 
 Preferred allocation (upstream has none): keep ``must_include``, fit the request into one NUMA
 node when possible, and inside it spread the VFs over as many PFs as possible (a PF or cable
@@ -62,6 +64,12 @@ class PoolAllocator(Allocator):
 
     @property
     def reusable(self) -> bool:
+        return True
+
+    @property
+    def build_ahead(self) -> bool:
+        """Every VF's answer is built a second after the devices change, so the first
+        Allocate of a VF is as fast as a repeat; its device-info file is written then."""
         return True
 
     def _witnesses(self, state: FunctionState, payload: VfInfo) -> list[str]:

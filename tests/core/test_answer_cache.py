@@ -80,8 +80,9 @@ async def test_a_changed_host_path_is_checked_again(fake_host, fake_kubelet, reu
 async def test_an_answer_built_from_already_verified_paths_still_rechecks_them(
     fake_host, fake_kubelet, reusable
 ):
-    """After a new snapshot, the next answer is built from paths VerifiedPaths already knows;
-    that answer must carry their inodes too, or a later swap would be served from the cache."""
+    """After the device list changes, the next answer is built from paths VerifiedPaths
+    already knows; that answer must carry their inodes too, or a later swap would be served
+    from the cache."""
     from devplugin_core.testing import run_plugin
 
     ids = add_gadgets(fake_host, 2)
@@ -89,8 +90,9 @@ async def test_an_answer_built_from_already_verified_paths_still_rechecks_them(
     async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)) as runtime:
         await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 2)
         await fake_kubelet.allocate(RES, ids[:1])  # paths verified, answer cached
-        fake_host.write(f"/sys/bus/pci/devices/{ids[1]}/gadget_ok", "0\n")
-        assert await runtime.check_health_once(RES)  # new snapshot: the cache starts again
+        fake_host.remove_pci(ids[1])
+        assert await runtime.discover_once()  # another device list: the cache starts again
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 1)
         for _ in range(2):
             await fake_kubelet.allocate(RES, ids[:1])  # built from VerifiedPaths, then cached
         assert len(reusable) == 2
@@ -136,3 +138,22 @@ async def test_files_named_with_depends_on_decide_whether_an_answer_is_reused(
         for _ in range(2):
             await fake_kubelet.allocate(RES, ids)
         assert len(calls) == 4
+
+
+async def test_build_ahead_answers_the_first_allocate_of_a_device_from_the_cache(
+    fake_host, fake_kubelet, reusable, monkeypatch
+):
+    """``Allocator.build_ahead``: every healthy device's answer is built a second after the
+    device list changes; the first Allocate then gets exactly what a fresh one would."""
+    from devplugin_core.testing import run_plugin
+
+    monkeypatch.setattr(GadgetAllocator, "build_ahead", True)
+    ids = add_gadgets(fake_host, 3)
+    fake_host.write(f"/sys/bus/pci/devices/{ids[2]}/gadget_ok", "0\n")  # unhealthy: skipped
+    async with run_plugin(SPEC, fake_host, fake_kubelet, config=config(RES)):
+        await fake_kubelet.wait_for_devices(RES, lambda d: len(d) == 3)
+        await fake_kubelet.wait_until(lambda: len(reusable) == 2, 10, "answers built ahead")
+        assert sorted(reusable) == [(ids[0],), (ids[1],)]
+        first = await fake_kubelet.allocate(RES, ids[:1])
+        assert len(reusable) == 2  # served from the cache
+        assert [d.host_path for d in first.devices] == ["/dev/gadget0"]

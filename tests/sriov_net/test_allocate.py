@@ -335,9 +335,10 @@ async def test_device_info_files_are_replaced_and_stale_ones_cleaned_at_start(
         )
         for _ in range(2):  # a second Allocate replaces the read-only file
             await fake_kubelet.allocate("intel.com/sriov_dpdk", [VF[3]])
-        assert set(os.listdir(directory)) == foreign | {
-            "intel.com-sriov_dpdk-0000:03:02.3-device.json"
-        }
+        names = set(os.listdir(directory))
+        assert foreign | {"intel.com-sriov_dpdk-0000:03:02.3-device.json"} <= names
+        for name in names - foreign:  # ours: written now (Allocate or build-ahead), not stale
+            assert (directory / name).read_text() != "{}"
 
 
 async def test_device_info_write_failure_fails_allocate(
@@ -442,3 +443,19 @@ async def test_a_repeated_allocate_follows_a_regrouped_vfio_function(
         fake_host.set_iommu_group(vfs[0], 9)  # regrouped; /dev/vfio/4 is still there
         response = await fake_kubelet.allocate("intel.com/dpdk", vfs)
         assert "/dev/vfio/9" in [d.host_path for d in response.devices]
+
+
+async def test_device_info_files_are_written_ahead_for_every_vf(
+    fake_host: FakeHost, fake_kubelet: FakeKubelet
+) -> None:
+    """Answers are built ahead (``build_ahead``): each VF's device-info file is there and
+    current before its first Allocate, which then is served from the cache."""
+    vfs = mellanox(fake_host)
+    document = doc(pool("rdma", {"vendors": ["15b3"], "isRdma": True}))
+    async with serve(fake_host, fake_kubelet, document):
+        await fake_kubelet.wait_for_registration("intel.com/rdma")
+        path = devinfo_dir(fake_host) / f"intel.com-rdma-{vfs[0]}-device.json"
+        await fake_kubelet.wait_until(path.exists, 10, "the device-info file written ahead")
+        assert json.loads(path.read_text())["pci"]["rdma-device"] == "mlx5_2"
+        response = await fake_kubelet.allocate("intel.com/rdma", [vfs[0]])
+        assert ("/dev/infiniband/uverbs1", "/dev/infiniband/uverbs1", RW) in specs(response)
