@@ -185,15 +185,28 @@ class HostFS:
         return os.path.isdir(self.local(host_path))
 
     # -- canonicalisation ---------------------------------------------------------------------
-    def realpath(self, host_path: str, *, strict: bool = True) -> str:
+    def realpath(self, host_path: str, *, strict: bool = True, dirs: set[str] | None = None) -> str:
         """Resolve symlinks of ``host_path`` without ever leaving the host root.
 
         Absolute link targets are taken relative to the root and ``..`` stops at the root, so
         the result is always a host path inside it. With ``strict`` a missing component raises
-        :class:`HostPathError`; otherwise the unresolved rest is appended as is.
+        :class:`HostPathError`; otherwise the unresolved rest is appended as is. ``dirs``: host
+        paths already found to be real directories during one pass (a scan, one Allocate);
+        they are not looked at again, and directories found are added.
         """
         if not host_path.startswith("/"):
             raise HostPathError(host_path, "not an absolute path")
+        if dirs is not None:  # the common case in a pass: an entry of a directory already met
+            parent, _, name = host_path.rpartition("/")
+            if parent in dirs and name not in ("", ".", ".."):
+                try:
+                    mode = os.lstat(self.local(host_path)).st_mode
+                except OSError:
+                    mode = stat.S_IFLNK  # let the full walk below say what is missing
+                if not stat.S_ISLNK(mode):
+                    if stat.S_ISDIR(mode):
+                        dirs.add(host_path)
+                    return host_path
         pending = deque(host_path.split("/"))
         resolved: list[str] = []
         hops = 0
@@ -206,6 +219,9 @@ class HostFS:
                     resolved.pop()
                 continue
             candidate = "/" + "/".join([*resolved, part])
+            if dirs is not None and candidate in dirs:
+                resolved.append(part)
+                continue
             try:
                 st = os.lstat(self.local(candidate))
             except OSError as err:
@@ -225,17 +241,19 @@ class HostFS:
                     resolved = []
                 pending.extendleft(reversed(target.split("/")))
             else:
+                if dirs is not None and stat.S_ISDIR(st.st_mode):
+                    dirs.add(candidate)
                 resolved.append(part)
         return "/" + "/".join(resolved)
 
-    def _checked(self, host_path: str, allow: Iterable[str]) -> str:
+    def _checked(self, host_path: str, allow: Iterable[str], dirs: set[str] | None = None) -> str:
         if not host_path.startswith("/"):
             raise HostPathError(host_path, "not an absolute path")
         if "\0" in host_path:
             raise HostPathError(host_path, "contains a NUL byte")
         if ".." in host_path.split("/"):
             raise HostPathError(host_path, "contains a '..' component")
-        real = self.realpath(host_path)
+        real = self.realpath(host_path, dirs=dirs)
         allowed = tuple(allow)
         if not any(_under(real, prefix) for prefix in allowed):
             via = f" (resolves to {real})" if real != os.path.normpath(host_path) else ""
@@ -258,14 +276,18 @@ class HostFS:
             ) from err
 
     def check_device_node(
-        self, host_path: str, allow: Sequence[str] = DEFAULT_DEVICE_ALLOWLIST
+        self,
+        host_path: str,
+        allow: Sequence[str] = DEFAULT_DEVICE_ALLOWLIST,
+        *,
+        dirs: set[str] | None = None,
     ) -> str:
         """Canonical host path of a device node under ``allow``; raises :class:`HostPathError`.
 
         The target must be a character or block device (on a fake host: any existing
-        non-directory file).
+        non-directory file). ``dirs`` as for :meth:`realpath`.
         """
-        real = self._checked(host_path, allow)
+        real = self._checked(host_path, allow, dirs)
         mode = self._mode(host_path, real)
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             return real
@@ -273,12 +295,14 @@ class HostFS:
             return real
         raise HostPathError(host_path, "not a device node")
 
-    def check_mount_source(self, host_path: str, allow: Sequence[str]) -> str:
+    def check_mount_source(
+        self, host_path: str, allow: Sequence[str], *, dirs: set[str] | None = None
+    ) -> str:
         """Canonical host path of a mount source under ``allow`` and outside the deny-list.
 
-        The source must be a regular file or a directory.
+        The source must be a regular file or a directory. ``dirs`` as for :meth:`realpath`.
         """
-        real = self._checked(host_path, allow)
+        real = self._checked(host_path, allow, dirs)
         if real in MOUNT_DENY_EXACT or any(_under(real, p) for p in MOUNT_DENYLIST):
             raise HostPathError(host_path, f"{real} is never mounted into containers")
         mode = self._mode(host_path, real)

@@ -83,6 +83,7 @@ class EditsValidator:
         self._seen: dict[tuple[str, str], str | HostPathError] = {}
         self._passed: dict[tuple[str, str], Check] = {}  # what a cached answer re-checks
         self._unproven = False  # a path passed without an inode to re-check it by
+        self._dirs: set[str] = set()  # real directories met during this validator's pass
 
     def _check(self, kind: str, path: str) -> str:
         hit = self._seen.get((kind, path))
@@ -92,11 +93,11 @@ class EditsValidator:
                 try:
                     if kind == "node":
                         canonical = self.host.check_device_node(
-                            path, self.resource.device_allowlist
+                            path, self.resource.device_allowlist, dirs=self._dirs
                         )
                     else:
                         canonical = self.host.check_mount_source(
-                            path, self.resource.mount_allowlist
+                            path, self.resource.mount_allowlist, dirs=self._dirs
                         )
                     if self.verified is not None:
                         entry = self.verified.put(self.host, kind, path, canonical)

@@ -243,6 +243,7 @@ class _Reader:
         self.host = host
         self.scan = scan
         self.vf_indices: dict[str, int] = {}
+        self.dirs: set[str] = set()  # real directories met during this scan (realpath)
 
     def problem(self, message: str) -> None:
         self.scan.problems.append(message)
@@ -443,7 +444,7 @@ def _read_device(
     if classes is not None and _other_class(r, base, classes):
         return None  # one read for a function the scan does not want
     try:
-        real = host.realpath(base)
+        real = host.realpath(base, dirs=r.dirs)
     except HostPathError:
         r.problem(f"skipping {base}: dangling link (device vanished?)")
         return None

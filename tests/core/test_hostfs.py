@@ -99,3 +99,31 @@ def test_reads(host):
         ) is None else None
     assert fs.listdir("/sys/nowhere") == []
     assert fs.readlink("/sys/x/attr") is None
+
+
+def test_a_pass_that_remembers_directories_resolves_exactly_as_a_fresh_walk(host):
+    """``realpath(dirs=...)`` (one scan or Allocate pass) gives the same answers and the same
+    refusals as walking every path from the root."""
+    os.symlink("/dev/infiniband/uverbs0", host.path("/dev/abs-link"))
+    os.symlink("../../../../../../etc/shadow", host.path("/dev/escape"))
+    os.symlink("infiniband", host.path("/dev/ib"))
+    host.add_dev("/dev/infiniband/umad0")
+    fs = host.host
+    dirs: set[str] = set()
+    paths = [
+        "/dev/infiniband/uverbs0",
+        "/dev/infiniband/umad0",
+        "/dev/abs-link",
+        "/dev/escape",
+        "/dev/ib/umad0",
+        "/dev/infiniband/../infiniband/umad0",
+        "/dev//infiniband/uverbs0",
+        "/dev/infiniband",
+    ]
+    for path in paths * 2:  # the second round finds every directory remembered
+        assert fs.realpath(path, dirs=dirs) == fs.realpath(path)
+    assert {"/dev", "/dev/infiniband"} <= dirs
+    with pytest.raises(HostPathError, match="does not exist"):
+        fs.realpath("/dev/infiniband/missing", dirs=dirs)
+    with pytest.raises(HostPathError, match="outside the allowed prefixes"):
+        fs.check_device_node("/dev/escape", dirs=dirs)

@@ -142,9 +142,11 @@ def vanishing(host: FakeHost, address: str) -> Iterator[None]:
     target = f"{DEVICES}/{address}"
     done = False
 
-    def realpath(self: HostFS, host_path: str, *, strict: bool = True) -> str:
+    def realpath(
+        self: HostFS, host_path: str, *, strict: bool = True, dirs: set[str] | None = None
+    ) -> str:
         nonlocal done
-        result = original(self, host_path, strict=strict)
+        result = original(self, host_path, strict=strict, dirs=dirs)
         if not done and self.root == root and host_path == target:
             done = True
             host.remove_pci(address)
