@@ -42,7 +42,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 
 import grpc
@@ -314,33 +314,68 @@ def _is_socket_mode(mode: int) -> bool:
     return stat.S_ISSOCK(mode)
 
 
-@contextlib.asynccontextmanager
-async def _directory_lock(directory: str, wait: float) -> AsyncIterator[bool]:
-    """``flock`` the directory (shared by every instance on the node) for up to ``wait``
-    seconds, polling so the loop never blocks; yields whether it got the lock."""
+class _SharedLock:
+    """This process's ``flock`` on one socket directory, shared by its endpoints."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.fd = -1
+        self.taken: asyncio.Future[bool] | None = None
+
+
+_DIRECTORY_LOCKS: dict[tuple[str, Hashable], _SharedLock] = {}
+
+
+def _release(lock: _SharedLock) -> None:
+    if lock.fd >= 0:
+        os.close(lock.fd)  # releases the flock
+        lock.fd = -1
+
+
+async def _flock(lock: _SharedLock, directory: str, wait: float) -> bool:
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        lock.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        yield False
-        return
+        return False
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                log.warning("%s stayed locked for %.0fs; registering anyway", directory, wait)
+                return False
+            await asyncio.sleep(0.02)
+        except OSError:
+            return False
+
+
+@contextlib.asynccontextmanager
+async def _directory_lock(
+    directory: str, wait: float, owner: Hashable = None
+) -> AsyncIterator[bool]:
+    """``flock`` the directory (shared by every instance on the node) for up to ``wait``
+    seconds, polling so the loop never blocks; yields whether it got the lock. The lock
+    orders instances against each other: the endpoints of one instance (``owner``: its other
+    resources) share one hold and register side by side."""
+    key = (directory, owner)
+    lock = _DIRECTORY_LOCKS.setdefault(key, _SharedLock())
+    lock.users += 1
     try:
-        deadline = time.monotonic() + wait
-        locked = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    log.warning("%s stayed locked for %.0fs; registering anyway", directory, wait)
-                    break
-                await asyncio.sleep(0.02)
-            except OSError:
-                break
-        yield locked
+        if lock.taken is None:
+            lock.taken = asyncio.ensure_future(_flock(lock, directory, wait))
+        yield await asyncio.shield(lock.taken)
     finally:
-        os.close(fd)  # releases the lock
+        lock.users -= 1
+        if lock.users == 0:
+            del _DIRECTORY_LOCKS[key]
+            taken = lock.taken
+            if taken is not None and not taken.done():
+                taken.cancel()
+                taken.add_done_callback(lambda _: _release(lock))
+            else:
+                _release(lock)
 
 
 class Endpoint:
@@ -522,7 +557,10 @@ class Endpoint:
                     announced = True
                 seen = await self.watch.changed.wait(seen, timeout=1.0)
                 continue
-            async with _directory_lock(self.config.socket_dir, self.config.register_timeout + 2):
+            owner = (self.config.instance, self.config.started_ns)
+            async with _directory_lock(
+                self.config.socket_dir, self.config.register_timeout + 2, owner
+            ):
                 newer = await self._newer_instance()
                 outcome = None if newer else await self._register_once(own_inode, kubelet_inode)
             if newer is not None:
