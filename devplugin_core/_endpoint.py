@@ -127,10 +127,20 @@ class KubeletWatch:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, inotify: bool = True) -> None:
+        """Start polling, and the inotify watches unless ``inotify`` is False (then
+        :meth:`watch_now` starts them: the watchdog import and its threads cost ~20 ms that
+        a start-up may prefer to spend after Register)."""
         self._loop = asyncio.get_running_loop()
-        self._ensure_watches()
+        if inotify:
+            self._ensure_watches()
         self._task = self._loop.create_task(self._poll(), name="kubelet-watch-poll")
+
+    def watch_now(self) -> None:
+        """Start the inotify watches now and wake every subscriber, so that a change made
+        before they existed is looked at."""
+        self._ensure_watches()
+        self.changed.fire()
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

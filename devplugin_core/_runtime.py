@@ -190,11 +190,12 @@ class PluginRuntime(Generic[C]):
             [self.options.kubelet_dir, self.endpoint_config.socket_dir],
             self.options.kubelet_poll_interval,
         )
-        await self._watch.start()
+        await self._watch.start(inotify=False)  # inotify once registered (_watch_soon)
         self._started = True
         for name in self.resources:
             self._serve(name)
         self._spawn("scanning", self.scanning.run())
+        self._spawn("kubelet-watch", self._watch_soon(), supervised=False)
         if self.options.pod_resources_socket:
             self.podresources = PodResourcesPoller(
                 self.options.pod_resources_socket,
@@ -209,6 +210,15 @@ class PluginRuntime(Generic[C]):
         if self.options.handle_signals:
             self._install_signals()
         self._spawn("gc-freeze", self._freeze_when_registered(), supervised=False)
+
+    async def _watch_soon(self, limit: float = 1.0) -> None:
+        """Start the kubelet-directory inotify watches once every resource has registered
+        (at most ``limit`` seconds after serving starts), off the path to Register."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await asyncio.gather(*(e.registered.wait() for e in self.endpoints.values()))
+        if self._watch is not None:
+            self._watch.watch_now()
 
     async def _freeze_when_registered(self) -> None:
         """Everything built by then (modules, config, the first devices) lives until exit:

@@ -1,5 +1,6 @@
-"""The socket-directory lock that orders instances' registrations (issue 10) lets one
-instance's own resources register side by side (issue 14: start → Register)."""
+"""Start-up paths of the endpoint (issue 14): the socket-directory lock that orders instances'
+registrations (issue 10) is shared by one instance's own resources, and the kubelet-directory
+inotify watches start after Register."""
 
 from __future__ import annotations
 
@@ -33,3 +34,22 @@ async def test_one_instances_endpoints_share_the_lock_another_instance_waits(tmp
     leave.set()
     await asyncio.wait_for(asyncio.gather(a1, a2, other), 5)
     assert order.index("b in") > max(order.index("a1 out"), order.index("a2 out"))
+
+
+async def test_a_watch_started_without_inotify_wakes_subscribers_when_it_starts(tmp_path) -> None:
+    """Start-up defers the inotify watches until every resource registered; starting them
+    wakes every subscriber (a change made meanwhile is looked at), and from then on a change
+    in the directory is seen at once, not at the next poll."""
+    from devplugin_core._endpoint import KubeletWatch
+
+    watch = KubeletWatch([str(tmp_path)], poll_interval=60.0)
+    await watch.start(inotify=False)
+    try:
+        seen = watch.changed.generation
+        watch.watch_now()
+        assert watch.changed.generation > seen
+        seen = watch.changed.generation
+        (tmp_path / "kubelet.sock").write_text("")
+        assert await watch.changed.wait(seen, timeout=5.0) > seen
+    finally:
+        await watch.stop()
