@@ -234,7 +234,9 @@ class EndpointConfig:
     stream_grace: float = 0.25
     stream_timeout: float = 30.0
     register_timeout: float = 12.0  # one Register call: the kubelet dials back for up to 10 s
-    retry_interval: float = 0.25  # between Register calls while kubelet.sock refuses
+    retry_interval: float = (
+        0.25  # between Register calls while kubelet.sock refuses (backs off to 2 s)
+    )
     standby_probe: float = 0.5  # how often a standing-by instance probes the newer socket
     stop_grace: float = 1.0
     max_refusals: int = 5
@@ -555,6 +557,7 @@ class Endpoint:
 
     async def _serve_kubelet(self, own_inode: int | None, quiet: asyncio.Event) -> str:
         announced = False
+        refused = 0  # Register calls refused in a row (a stale kubelet.sock, kubelet down)
         seen = self.watch.changed.generation
         while True:
             trouble = self._socket_trouble(own_inode, None)
@@ -580,7 +583,17 @@ class Endpoint:
             if outcome != "unreachable":
                 assert outcome is not None
                 return outcome
-            seen = await self.watch.changed.wait(seen, timeout=self.config.retry_interval)
+            refused += 1
+            if refused == 20:
+                log.warning(
+                    "%s: %s refuses connections (kubelet down?); retrying, and at once "
+                    "when the kubelet directory changes",
+                    self.rt.name,
+                    self.config.kubelet_socket,
+                )
+            # back off to 2 s: a restarted kubelet recreates its socket, which wakes us at once
+            delay = min(self.config.retry_interval * 2 ** min(refused // 4, 3), 2.0)
+            seen = await self.watch.changed.wait(seen, timeout=delay)
         self.metrics.registrations.labels(self.rt.name, "success").inc()
         self.metrics.last_registration.labels(self.rt.name).set(time.time())
         log.info("%s: registered with the kubelet as %s", self.rt.name, self.name)

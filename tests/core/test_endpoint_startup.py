@@ -5,6 +5,7 @@ inotify watches start after Register."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from devplugin_core._endpoint import _directory_lock
 
@@ -53,3 +54,43 @@ async def test_a_watch_started_without_inotify_wakes_subscribers_when_it_starts(
         assert await watch.changed.wait(seen, timeout=5.0) > seen
     finally:
         await watch.stop()
+
+
+async def test_register_backs_off_while_a_stale_kubelet_socket_refuses(fake_host):
+    """A kubelet that is down leaves its socket file behind: Register is refused. The retries
+    back off (0.25 s growing to 2 s, not four calls a second for as long as the kubelet is
+    down), and a kubelet that comes back is registered with at once (its new socket wakes
+    the endpoint)."""
+    import socket
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from devplugin_core.testing import FakeKubelet, run_plugin, short_tempdir
+
+    from .gadget import SPEC, add_gadgets, config
+
+    kubelet_dir = Path(short_tempdir()) / "device-plugins"  # unix socket paths are short
+    kubelet_dir.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(kubelet_dir / "kubelet.sock"))  # bound, never listening: refused
+    stale.close()
+    add_gadgets(fake_host, 1)
+    registry = CollectorRegistry()
+    async with run_plugin(
+        SPEC, fake_host, str(kubelet_dir), config=config("example.com/gadget"), registry=registry
+    ):
+        await asyncio.sleep(4.0)
+        refused = registry.get_sample_value(
+            "devplugin_registrations_total",
+            {"resource": "example.com/gadget", "result": "error"},
+        )
+        assert refused is not None and 2 <= refused <= 11  # 16 at a steady 0.25 s
+        kubelet = FakeKubelet(str(kubelet_dir))
+        started = time.monotonic()
+        await kubelet.start()
+        try:
+            await kubelet.wait_for_registration("example.com/gadget", timeout=5)
+            assert time.monotonic() - started < 1.5  # woken by the new socket, not the 2 s
+        finally:
+            await kubelet.stop()
