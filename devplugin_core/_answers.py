@@ -20,7 +20,6 @@ import os
 from collections.abc import Hashable, Sequence
 
 from ._paths import Check
-from ._proto import deviceplugin_v1beta1_pb2 as pb
 
 __all__ = ["AnswerCache"]
 
@@ -28,19 +27,16 @@ MAX_ANSWERS = 4096
 
 
 class _Entry:
-    __slots__ = ("answer", "checks", "data", "devices")
+    __slots__ = ("checks", "data", "devices")
 
-    def __init__(
-        self, answer: pb.AllocateResponse, checks: tuple[Check, ...], devices: int
-    ) -> None:
-        self.answer = answer
-        self.data = answer.SerializeToString()
+    def __init__(self, data: bytes, checks: tuple[Check, ...], devices: int) -> None:
+        self.data = data
         self.checks = checks
         self.devices = devices
 
 
 class AnswerCache:
-    """Prebuilt AllocateResponses of one resource, by reuse key and by request bytes.
+    """Serialized AllocateResponses of one resource, by reuse key and by request bytes.
 
     Answers belong to one Resource object and one device list (``Snapshot.devices``, the same
     tuple across health changes: an answer depends on the device, not on its health, which
@@ -54,13 +50,14 @@ class AnswerCache:
         self._version = -1
         self._requests: dict[bytes, Hashable] = {}
 
-    def holds(self, resource: object, devices: object) -> bool:
-        """Whether the kept answers are for this Resource and device list."""
+    def _holds(self, resource: object, devices: object) -> bool:
         owner = self._owner
         return owner[0] is resource and owner[1] is devices
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._answers
+    def has(self, resource: object, devices: object, key: Hashable) -> bool:
+        """Whether an answer is kept under ``key`` for this Resource and device list (its
+        paths are not checked)."""
+        return self._holds(resource, devices) and key in self._answers
 
     def _valid(self, key: Hashable) -> _Entry | None:
         entry = self._answers.get(key)
@@ -78,17 +75,18 @@ class AnswerCache:
                 return None
         return entry
 
-    def get(self, resource: object, devices: object, key: Hashable) -> pb.AllocateResponse | None:
-        if not self.holds(resource, devices):
+    def get(self, resource: object, devices: object, key: Hashable) -> bytes | None:
+        """The serialized answer kept under ``key``, if its paths still check out."""
+        if not self._holds(resource, devices):
             return None
         entry = self._valid(key)
-        return None if entry is None else entry.answer
+        return None if entry is None else entry.data
 
     def get_bytes(
         self, resource: object, devices: object, version: int, request: bytes
     ) -> tuple[bytes, int] | None:
         """The serialized answer to these exact request bytes and its device count."""
-        if self._version != version or not self.holds(resource, devices):
+        if self._version != version or not self._holds(resource, devices):
             return None
         key = self._requests.get(request)
         if key is None:
@@ -101,24 +99,25 @@ class AnswerCache:
         resource: object,
         devices: object,
         key: Hashable,
-        answer: pb.AllocateResponse,
+        data: bytes,
         checks: Sequence[Check],
         count: int,
     ) -> None:
-        if not self.holds(resource, devices):
+        """Keep the serialized answer ``data`` for ``count`` devices under ``key``."""
+        if not self._holds(resource, devices):
             self._owner = (resource, devices)
             self._answers = {}
             self._requests = {}
         if len(self._answers) >= MAX_ANSWERS:
             self._answers.clear()
             self._requests.clear()
-        self._answers[key] = _Entry(answer, tuple(checks), count)
+        self._answers[key] = _Entry(data, tuple(checks), count)
 
     def remember(
         self, resource: object, devices: object, version: int, request: bytes, key: Hashable
     ) -> None:
         """Let ``request`` (its bytes) find the answer kept under ``key`` in this version."""
-        if not self.holds(resource, devices) or key not in self._answers:
+        if not self.has(resource, devices, key):
             return
         if self._version != version:
             self._version = version

@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ._aio import Signal, in_thread
 from ._answers import AnswerCache
@@ -242,8 +242,8 @@ class ResourceRuntime:
         self._allocated_devices.inc(hit[1])
         return hit[0]
 
-    async def answer(self, ids: Sequence[str], request: bytes | None = None) -> pb.AllocateResponse:
-        """The whole AllocateResponse for a one-container request (the kubelet sends one
+    async def answer(self, ids: Sequence[str], request: bytes | None = None) -> bytes:
+        """The serialized AllocateResponse for a one-container request (the kubelet sends one
         container per call). A reusable allocator's answer is kept for the device list and
         served again on the loop, without a thread hop, while its paths still check out;
         ``request`` (the request's bytes) then finds it through :meth:`kept_answer`."""
@@ -261,15 +261,38 @@ class ResourceRuntime:
                     answers.remember(resource, snapshot.devices, snapshot.version, request, key)
                 return kept
         edits, checks = await self._allocate(resource, devices)
-        answer = pb.AllocateResponse(container_responses=[container_response(edits)])
+        data = self._keep(resource, snapshot, key, edits, checks, len(devices))
+        if request is not None:
+            answers.remember(resource, snapshot.devices, snapshot.version, request, key)
+        return data
+
+    def _keep(
+        self,
+        resource: Resource,
+        snapshot: Snapshot,
+        key: object,
+        edits: ContainerEdits,
+        checks: list[Check] | None,
+        count: int,
+    ) -> bytes:
+        """The serialized response for ``edits``, kept under ``key`` when it has checks and
+        the resource and its devices are still those it was built for."""
+        response = pb.AllocateResponse(container_responses=[container_response(edits)])
+        encoded: bytes = response.SerializeToString()
         if checks is not None and self._unchanged(resource, snapshot):
-            answers.put(resource, snapshot.devices, key, answer, checks, len(devices))
-            if request is not None:
-                answers.remember(resource, snapshot.devices, snapshot.version, request, key)
-        return answer
+            self._answers.put(resource, snapshot.devices, key, encoded, checks, count)
+        return encoded
 
     def _unchanged(self, resource: Resource, snapshot: Snapshot) -> bool:
         return self.resource is resource and self.snapshot.devices is snapshot.devices
+
+    def _in_pool(
+        self, resource: Resource, devices: tuple[Device, ...]
+    ) -> Awaitable[tuple[ContainerEdits, Omitted, list[Check] | None]]:
+        """:meth:`_allocate_blocking` in the Allocate pool, bounded by the resource's timeout."""
+        return in_thread(
+            self.alloc_pool, resource.allocate_timeout, self._allocate_blocking, resource, devices
+        )
 
     async def build_ahead(self) -> int:
         """Build the one-device answers of an allocator with ``build_ahead`` for every healthy
@@ -288,24 +311,16 @@ class ResourceRuntime:
             if not self.snapshot.healthy(device.id):
                 continue
             key = allocator.reuse_key((device,))
-            if self._answers.holds(resource, snapshot.devices) and key in self._answers:
+            if self._answers.has(resource, snapshot.devices, key):
                 continue
             try:
-                edits, omitted, checks = await in_thread(
-                    self.alloc_pool,
-                    resource.allocate_timeout,
-                    self._allocate_blocking,
-                    resource,
-                    (device,),
-                )
+                edits, _, checks = await self._in_pool(resource, (device,))
             except Exception as err:  # the Allocate that asks for it will say what is wrong
                 log.debug("%s: no answer built ahead for %s: %s", self.name, device.id, err)
                 continue
-            if checks is None or omitted or not self._unchanged(resource, snapshot):
-                continue
-            answer = pb.AllocateResponse(container_responses=[container_response(edits)])
-            self._answers.put(resource, snapshot.devices, key, answer, checks, 1)
-            built += 1
+            self._keep(resource, snapshot, key, edits, checks, 1)
+            if self._answers.has(resource, snapshot.devices, key):
+                built += 1
         return built
 
     async def keep_answers_built(self, settle: float = 1.0) -> None:
@@ -339,13 +354,7 @@ class ResourceRuntime:
     ) -> tuple[ContainerEdits, list[Check] | None]:
         start = time.monotonic()
         try:
-            edits, omitted, checks = await in_thread(
-                self.alloc_pool,
-                resource.allocate_timeout,
-                self._allocate_blocking,
-                resource,
-                devices,
-            )
+            edits, omitted, checks = await self._in_pool(resource, devices)
         except TimeoutError:
             raise AllocationError(
                 f"allocation for {self.name} did not finish within {resource.allocate_timeout:g}s",

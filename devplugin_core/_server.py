@@ -97,7 +97,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):  # type: ignore[misc]
             message = pb.AllocateRequest.FromString(request)
             if len(message.container_requests) == 1:  # what the kubelet sends
                 ids = message.container_requests[0].devices_ids
-                return (await rt.answer(ids, request)).SerializeToString()
+                return await rt.answer(ids, request)
             responses = []
             for creq in message.container_requests:
                 edits = await rt.allocate(list(creq.devices_ids))
