@@ -234,9 +234,7 @@ class EndpointConfig:
     stream_grace: float = 0.25
     stream_timeout: float = 30.0
     register_timeout: float = 12.0  # one Register call: the kubelet dials back for up to 10 s
-    retry_interval: float = (
-        0.25  # between Register calls while kubelet.sock refuses (backs off to 2 s)
-    )
+    retry_interval: float = 0.25  # between refused Register calls (backs off to 2 s)
     standby_probe: float = 0.5  # how often a standing-by instance probes the newer socket
     stop_grace: float = 1.0
     max_refusals: int = 5
@@ -464,7 +462,6 @@ class Endpoint:
             return
         if await probe_socket(self.path):
             # Someone serves on our exact name: never steal it, pick another name.
-
             log.warning(
                 "%s: %s is served by another process; using a new socket name",
                 self.rt.name,

@@ -287,25 +287,20 @@ def _hex_id(text: str | None) -> str | None:
     return text.lower().removeprefix("0x").rjust(4, "0")
 
 
-def _other_class(r: _Reader, base: str, classes: frozenset[int]) -> bool:
-    """Whether the function's ``class`` attribute names a base class outside ``classes``
-    (False when it is unreadable: the full read then decides, with its modalias fallback)."""
+def _class_code(r: _Reader, base: str) -> int | None:
+    """The function's ``class`` attribute (None when missing or not hex)."""
+    text = r.attr(f"{base}/class")
     try:
-        return (int(r.attr(f"{base}/class") or "", 16) >> 16) not in classes
+        return int(text, 16) if text else None
     except ValueError:
-        return False
+        return None
 
 
-def _read_identity(r: _Reader, base: str) -> tuple[str, str, int] | None:
+def _read_identity(r: _Reader, base: str, class_code: int | None) -> tuple[str, str, int] | None:
+    """Vendor, device and class (``class_code`` as read already), from modalias when one of
+    them is unreadable."""
     vendor = _hex_id(r.attr(f"{base}/vendor"))
     device = _hex_id(r.attr(f"{base}/device"))
-    class_text = r.attr(f"{base}/class")
-    class_code: int | None = None
-    if class_text:
-        try:
-            class_code = int(class_text, 16)
-        except ValueError:
-            class_code = None
     if vendor and device and class_code is not None:
         return vendor, device, class_code
     modalias = r.attr(f"{base}/modalias")
@@ -441,14 +436,15 @@ def _read_device(
 ) -> PciDevice | None:
     host = r.host
     base = f"{SYS_PCI_DEVICES}/{address}"
-    if classes is not None and _other_class(r, base, classes):
+    class_code = _class_code(r, base)
+    if classes is not None and class_code is not None and (class_code >> 16) not in classes:
         return None  # one read for a function the scan does not want
     try:
         real = host.realpath(base, dirs=r.dirs)
     except HostPathError:
         r.problem(f"skipping {base}: dangling link (device vanished?)")
         return None
-    identity = _read_identity(r, base)
+    identity = _read_identity(r, base, class_code)
     if identity is None:
         r.problem(f"skipping {base}: vendor/device/class unreadable")
         return None
