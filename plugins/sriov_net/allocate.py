@@ -8,13 +8,14 @@ that the ``uio`` and ``vdpa`` entries are complete on the first allocation too (
 them only after the device specs were computed once). netDevice and auxNetDevice pools also
 write the device-info files.
 
-The answer is reusable: it names every sysfs entry it was read from (the function or SF, its
-``driver`` and ``iommu_group`` links, its ``infiniband``/``uio`` entries, its vDPA device) and
-the device-info file it wrote, so the framework serves it again only while all of them are
-the same files — a rebind, a recreated RDMA device or a device-info file removed by the CNI
-makes the next Allocate read the function again and rewrite the file. The answers are built
-ahead (``build_ahead``): a device-info file exists, current, for every VF of a netDevice or
-auxNetDevice pool, not only for the VFs handed out.
+The answer is reusable: it names every sysfs entry it was read from (an SF's directory; a
+function's ``driver`` link, its ``iommu_group`` link when bound to vfio-pci, its ``uio`` entry
+and vDPA device; the ``infiniband`` entries of either) and the device-info file it wrote, so
+the framework serves it again only while all of them are the same files — a rebind, a
+recreated RDMA device or a device-info file removed by the CNI makes the next Allocate read
+the function again and rewrite the file. The answers are built ahead (``build_ahead``): a
+device-info file exists, current, for every VF of a netDevice or auxNetDevice pool, not only
+for the VFs handed out.
 
 Preferred allocation (upstream has none): keep ``must_include``, fit the request into one NUMA
 node when possible, and inside it spread the VFs over as many PFs as possible (a PF or cable
@@ -62,15 +63,8 @@ class PoolAllocator(Allocator):
         self.spec = spec
         self.device_info = device_info if spec.writes_device_info else None
 
-    @property
-    def reusable(self) -> bool:
-        return True
-
-    @property
-    def build_ahead(self) -> bool:
-        """Every VF's answer is built a second after the devices change, so the first
-        Allocate of a VF is as fast as a repeat; its device-info file is written then."""
-        return True
+    reusable = True  # each answer names what it was read from (_witnesses, the device-info file)
+    build_ahead = True  # the first Allocate of a VF is a cache hit; its file is written then
 
     def _witnesses(self, state: FunctionState, payload: VfInfo) -> list[str]:
         """The sysfs entries ``state`` was read from, as local paths: each one is recreated
