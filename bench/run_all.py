@@ -583,6 +583,7 @@ def report(results: dict[str, Any], command: str, fixes: str) -> str:
         f"- CPU: {m['cpu']}, {m['cores']} cores",
         f"- kernel {m['kernel']} ({m['os']})",
         f"- Python {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}",
+        f"- the project's bytecode: {m.get('bytecode', 'as found')}",
         f"- run at {results['date']}, {results['duration_s']:.0f} s in all",
         "",
         "## The node",
@@ -731,6 +732,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     bench = Bench(workdir, args.quick)
     bench.results["machine"] = harness.machine()
+    bench.results["machine"]["bytecode"] = harness.compile_bytecode(HERE.parent)
     bench.results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     bench.make_netns()
     steps = [

@@ -150,6 +150,7 @@ def scan_checked(
     """
     validator = EditsValidator(host, resource)
     verdicts: dict[int, HostPathError | None] = {}
+    kept: dict[int, tuple[tuple[Part, ...] | None, HostPathError | None]] = {}
     invalid: dict[str, str] = {}
     refused: dict[str, list[str]] = {}
     out = []
@@ -168,11 +169,18 @@ def scan_checked(
         problem = (
             verdict(device.edits) if device.edits.device_nodes or device.edits.mounts else None
         )
-        if problem is None:
-            try:
-                device, _ = _without_vanished(device, verdict)
-            except HostPathError as err:
-                problem = err
+        if problem is None and device.parts:
+            # devices sharing one parts tuple (shared slots) share one verdict on it
+            key = id(device.parts)
+            if key not in kept:
+                try:
+                    left, gone = _without_vanished(device, verdict)
+                    kept[key] = (left.parts if gone else None, None)
+                except HostPathError as err:
+                    kept[key] = (None, err)
+            parts, problem = kept[key]
+            if parts is not None:  # some parts vanished: the device without them
+                device = device.with_parts(parts)
         if problem is not None:
             refused.setdefault(str(problem), []).append(device.id)
             invalid[device.id] = str(problem)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from ._errors import HostPathError
@@ -330,11 +330,16 @@ def _parse_state(text: str | None) -> tuple[int, str]:
     return (int(m[1]), m[2].strip()) if m else (0, (text or "").strip())
 
 
-def _read_rdma(r: _Reader, base: str, name: str, chars: dict[str, list[CharDevice]]) -> RdmaDevice:
+def _read_rdma(
+    r: _Reader, base: str, name: str, chars: dict[str, list[CharDevice]], attributes: bool
+) -> RdmaDevice:
     dev = f"{base}/infiniband/{name}"
     ports = []
     for entry in r.listdir(f"{dev}/ports"):
         if not entry.isdigit():
+            continue
+        if not attributes:
+            ports.append(RdmaPort(int(entry)))
             continue
         pdir = f"{dev}/ports/{entry}"
         state_id, state = _parse_state(r.attr(f"{pdir}/state"))
@@ -350,9 +355,12 @@ def _read_rdma(r: _Reader, base: str, name: str, chars: dict[str, list[CharDevic
                 pkey=r.attr(f"{pdir}/pkeys/0") or "",
             )
         )
+    ports.sort(key=lambda p: p.number)
+    if not attributes:
+        return RdmaDevice(name, tuple(ports), tuple(chars.get(name, ())))
     return RdmaDevice(
         name=name,
-        ports=tuple(sorted(ports, key=lambda p: p.number)),
+        ports=tuple(ports),
         char_devices=tuple(chars.get(name, ())),
         node_guid=r.attr(f"{dev}/node_guid") or "",
         fw_version=r.attr(f"{dev}/fw_ver") or "",
@@ -360,12 +368,12 @@ def _read_rdma(r: _Reader, base: str, name: str, chars: dict[str, list[CharDevic
     )
 
 
-def rdma_char_index(host: HostFS, reader: _Reader | None = None) -> dict[str, list[CharDevice]]:
-    """Map RDMA device name -> its ``/dev/infiniband`` char devices, from the sysfs class dirs
-    (``ibdev`` files; uverbs/umad indices are independent of the ``mlx5_N`` index)."""
-    r = reader or _Reader(host, PciScan())
-    index: dict[str, list[CharDevice]] = {}
-    for class_dir, kinds in _RDMA_CLASS_DIRS:
+def _add_chars(
+    r: _Reader, dirs: Iterable[tuple[str, tuple[str, ...]]], index: dict[str, list[CharDevice]]
+) -> None:
+    """The char devices listed in ``dirs`` (class directories and the kinds each holds), by
+    the RDMA device their ``ibdev`` names."""
+    for class_dir, kinds in dirs:
         for entry in r.listdir(class_dir):
             m = _CHARDEV.match(entry)
             if not m or m[1] not in kinds:
@@ -379,10 +387,27 @@ def rdma_char_index(host: HostFS, reader: _Reader | None = None) -> dict[str, li
                 continue
             port = r.int_attr(f"{class_dir}/{entry}/port") if m[1] in ("umad", "issm") else None
             index.setdefault(ibdev, []).append(CharDevice(m[1], entry, port))
+
+
+def _sorted_chars(index: dict[str, list[CharDevice]]) -> dict[str, list[CharDevice]]:
     order = {"ucm": 0, "issm": 1, "umad": 2, "uverbs": 3}
     for devs in index.values():
         devs.sort(key=lambda c: (order[c.kind], c.port or 0, len(c.name), c.name))
     return index
+
+
+def _chars_below(base: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The class directories below one device directory (``<bdf>/infiniband_verbs``...): a
+    char device's class link in ``/sys/class`` points below the function it belongs to."""
+    return [(f"{base}/{d.rsplit('/', 1)[1]}", kinds) for d, kinds in _RDMA_CLASS_DIRS]
+
+
+def rdma_char_index(host: HostFS, reader: _Reader | None = None) -> dict[str, list[CharDevice]]:
+    """Map RDMA device name -> its ``/dev/infiniband`` char devices, from the sysfs class dirs
+    (``ibdev`` files; uverbs/umad indices are independent of the ``mlx5_N`` index)."""
+    index: dict[str, list[CharDevice]] = {}
+    _add_chars(reader or _Reader(host, PciScan()), _RDMA_CLASS_DIRS, index)
+    return _sorted_chars(index)
 
 
 def rdma_char_devices_of(
@@ -395,28 +420,17 @@ def rdma_char_devices_of(
     function, e.g. ``/sys/bus/auxiliary/devices/mlx5_core.sf.4``)."""
     base = device_dir or f"{SYS_PCI_DEVICES}/{address}"
     index: dict[str, list[CharDevice]] = {}
-    for cls, kinds in (
-        ("infiniband_cm", ("ucm",)),
-        ("infiniband_mad", ("issm", "umad")),
-        ("infiniband_verbs", ("uverbs",)),
-    ):
-        for entry in host.listdir(f"{base}/{cls}"):
+    for cls, kinds in _chars_below(base):
+        for entry in host.listdir(cls):
             m = _CHARDEV.match(entry)
             if not m or m[1] not in kinds:
                 continue
-            ibdev = host.read_attr(f"{base}/{cls}/{entry}/ibdev")
+            ibdev = host.read_attr(f"{cls}/{entry}/ibdev")
             if not ibdev or not _IBDEV.match(ibdev):
                 continue
-            port = (
-                host.read_int(f"{base}/{cls}/{entry}/port")
-                if m[1] != "uverbs" and m[1] != "ucm"
-                else None
-            )
+            port = host.read_int(f"{cls}/{entry}/port") if m[1] in ("umad", "issm") else None
             index.setdefault(ibdev, []).append(CharDevice(m[1], entry, port))
-    order = {"ucm": 0, "issm": 1, "umad": 2, "uverbs": 3}
-    for devs in index.values():
-        devs.sort(key=lambda c: (order[c.kind], c.port or 0, len(c.name), c.name))
-    return index
+    return _sorted_chars(index)
 
 
 def _vf_index(r: _Reader, base: str, address: str) -> int | None:
@@ -428,12 +442,9 @@ def _vf_index(r: _Reader, base: str, address: str) -> int | None:
     return None
 
 
-def _read_device(
-    r: _Reader,
-    address: str,
-    chars: dict[str, list[CharDevice]] | None,
-    classes: frozenset[int] | None,
-) -> PciDevice | None:
+def _read_device(r: _Reader, address: str, classes: frozenset[int] | None) -> PciDevice | None:
+    """The function's own attributes and links, and the names of its netdevs and RDMA devices
+    (their details are read by :func:`_read_details`)."""
     host = r.host
     base = f"{SYS_PCI_DEVICES}/{address}"
     class_code = _class_code(r, base)
@@ -494,12 +505,6 @@ def _read_device(
             uio = [n for n in r.listdir(f"{base}/uio") if re.fullmatch(r"uio\d+", n)]
     if virtfns:
         r.vf_indices.update({vf: n for n, vf in virtfns})
-    for name in netdevs:
-        if name not in r.scan.netdevs:
-            r.scan.netdevs[name] = _read_netdev(r, base, name)
-    if chars is not None:
-        for name in rdma:
-            r.scan.rdma[name] = _read_rdma(r, base, name, chars)
     upstream = tuple(p for p in real.split("/") if _PCI_COMPONENT.match(p))
     return PciDevice(
         address=address,
@@ -513,7 +518,7 @@ def _read_device(
         iommu_group=iommu if iommu and iommu.isdigit() else None,
         iommu_noiommu=noiommu,
         physfn=physfn,
-        vf_index=None,  # filled in by scan_pci from the PF's virtfnN links
+        vf_index=r.vf_indices.get(address),  # from the PF's virtfnN links (see scan_pci)
         virtfns=tuple(a for _, a in sorted(virtfns)),
         sriov_totalvfs=int_attr("sriov_totalvfs"),
         sriov_numvfs=int_attr("sriov_numvfs"),
@@ -526,11 +531,29 @@ def _read_device(
     )
 
 
+def _read_details(
+    r: _Reader,
+    dev: PciDevice,
+    chars: dict[str, list[CharDevice]] | None,
+    rdma_attributes: bool,
+) -> None:
+    base = f"{SYS_PCI_DEVICES}/{dev.address}"
+    for name in dev.netdevs:
+        if name not in r.scan.netdevs:
+            r.scan.netdevs[name] = _read_netdev(r, base, name)
+    if chars is not None:
+        for name in dev.rdma_devices:
+            if name not in r.scan.rdma:
+                r.scan.rdma[name] = _read_rdma(r, base, name, chars, rdma_attributes)
+
+
 def scan_pci(
     host: HostFS,
     *,
     classes: Iterable[int] | None = None,
     rdma: bool = True,
+    details: Callable[[PciDevice], bool] | None = None,
+    rdma_attributes: bool = True,
 ) -> PciScan:
     """Read every PCI function under ``host`` (blocking; run it in a worker thread).
 
@@ -538,30 +561,64 @@ def scan_pci(
     (24-bit ``0x020000``, ``0x120000``) or as the base class alone (``0x02`` network, ``0x12``
     accelerators); SR-IOV links to functions outside the filter are still recorded by address.
     ``rdma``: also read RDMA devices, their ports and char devices.
+    ``details``: read netdevs (link type, state) and RDMA devices only for the functions it
+    accepts, given each function as read without them (identity, driver, links, and the names
+    of its netdevs and RDMA devices); the others stay in :attr:`PciScan.devices` with nothing in
+    :attr:`~PciScan.netdevs` or :attr:`~PciScan.rdma`. The PF of an accepted VF is read too
+    (a VF without a netdev takes its PF's link type). Default: every function.
+    ``rdma_attributes``: False leaves the RDMA attributes out (each port's state, physical
+    state, link layer and P_Key, and the device's GUID, firmware and HCA type): the devices
+    carry their names, port numbers and char devices, for plugins that read state live.
     """
     scan = PciScan()
     r = _Reader(host, scan)
     wanted = frozenset(c >> 16 if c > 0xFF else c for c in classes) if classes is not None else None
-    chars = rdma_char_index(host, r) if rdma else None
     for address in r.listdir(SYS_PCI_DEVICES):
         if not PCI_ADDRESS.match(address):
             r.problem(f"ignoring {SYS_PCI_DEVICES}/{address}: not a PCI address")
             continue
         try:
-            dev = _read_device(r, address, chars, wanted)
+            dev = _read_device(r, address, wanted)
         except (HostReadError, HostPathError, OSError) as err:
             r.problem(f"skipping {SYS_PCI_DEVICES}/{address}: {err}")
             continue
         if dev is not None:
             scan.devices[address] = dev
     for address, dev in scan.devices.items():
-        if dev.physfn is None:
-            continue
+        if dev.physfn is None or dev.vf_index is not None:
+            continue  # a VF read after its PF has its index already
         index = r.vf_indices.get(address)
         if index is None and dev.physfn not in scan.devices:
             index = _vf_index(r, f"{SYS_PCI_DEVICES}/{address}", address)
         if index is not None:
             scan.devices[address] = replace(dev, vf_index=index)
+    chosen = list(scan.devices.values())
+    if details is not None:  # the accepted functions and the PFs of accepted VFs, in order
+        accepted = {d.address for d in chosen if details(d)}
+        accepted |= {d.physfn for d in chosen if d.address in accepted and d.physfn}
+        chosen = [d for d in chosen if d.address in accepted]
+    if not chosen:
+        return scan
+    chars: dict[str, list[CharDevice]] | None = None
+    if rdma:
+        # one pass over the class directories, or, when only a few of the host's RDMA
+        # functions are read, the directories below each of them (a handful of reads each)
+        with_rdma = sum(1 for d in scan.devices.values() if d.rdma_devices)
+        few = [d.address for d in chosen if d.rdma_devices]
+        chars = {}
+        if 2 * len(few) < with_rdma:
+            for address in few:
+                _add_chars(r, _chars_below(f"{SYS_PCI_DEVICES}/{address}"), chars)
+        else:
+            _add_chars(r, _RDMA_CLASS_DIRS, chars)
+        _sorted_chars(chars)
+    for dev in chosen:
+        try:
+            _read_details(r, dev, chars, rdma_attributes)
+        except (HostReadError, HostPathError, OSError) as err:
+            r.problem(
+                f"skipping the netdevs and RDMA devices of {SYS_PCI_DEVICES}/{dev.address}: {err}"
+            )
     return scan
 
 

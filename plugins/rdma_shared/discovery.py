@@ -18,8 +18,18 @@ import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from devplugin_core import ContainerEdits, Device, DeviceNode, HostFS, Part, Resource, Scan, Scanner
-from devplugin_core.toolkit import RDMA_CM, Selector, match_values
+from devplugin_core import (
+    ContainerEdits,
+    Device,
+    DeviceNode,
+    HostFS,
+    Part,
+    PciDevice,
+    Resource,
+    Scan,
+    Scanner,
+)
+from devplugin_core.toolkit import RDMA_CM, Candidate, Selector, match_values
 
 from .config import ResourceConfig, Selectors
 from .inventory import Hca, ProblemLog, build_inventory
@@ -39,14 +49,15 @@ _FINGERPRINT_DIRS = (
 )
 
 
-def build_selector(selectors: Selectors) -> Selector:
-    """Upstream's filters in upstream's order: vendors, deviceIDs, drivers, ifNames, linkTypes."""
+def build_selector(selectors: Selectors, *, link_types: bool = True) -> Selector:
+    """Upstream's filters in upstream's order: vendors, deviceIDs, drivers, ifNames, linkTypes
+    (``link_types=False``: all but the last, which needs the netdev's details)."""
     return Selector.of(
         match_values("vendors", "vendor", selectors.vendors),
         match_values("deviceIDs", "device", selectors.device_ids),
         match_values("drivers", "driver", selectors.drivers),
         match_values("ifNames", "netdev", selectors.if_names),
-        match_values("linkTypes", "link_type", selectors.link_types),
+        match_values("linkTypes", "link_type", selectors.link_types) if link_types else None,
     )
 
 
@@ -74,6 +85,7 @@ class _Slots:
         self.resource = resource
         self.name = config.full_name
         self.selector = build_selector(config.effective_selectors)
+        self.prefilter = build_selector(config.effective_selectors, link_types=False)
         self._cached: tuple[Hashable, tuple[Device, ...]] | None = None
         self._last_count = -1
 
@@ -141,7 +153,7 @@ class _Slots:
                 health_key=key,
                 cdi_name=CDI_NAME,
             )  # fmt: skip
-            devices = old + tuple(template.with_id(str(i)) for i in range(len(old), count))
+            devices = old + tuple(template.with_ids(str(i) for i in range(len(old), count)))
         self._cached = (identity, devices)
         return devices
 
@@ -158,10 +170,17 @@ class RdmaScanner(Scanner):
         self._netdevs: frozenset[str] = frozenset()  # of RDMA functions, watched for renames
 
     def scan(self, scan: Scan) -> None:
-        inv = build_inventory(scan.host, self.problems)
+        inv = build_inventory(scan.host, self.problems, self._wanted)
         self._netdevs = frozenset(h.candidate.netdev for h in inv.hcas if h.candidate.netdev)
         for slots in self.slots:
             slots.scan(scan, inv.hcas, inv.rdma_cm)
+
+    def _wanted(self, dev: PciDevice) -> bool:
+        """Whether some resource may select ``dev``, by every filter but linkTypes: the others
+        (on a large host most VFs) are rejected without reading their netdevs and RDMA
+        devices. The rejection names the same first failing filter as a full read would."""
+        c = Candidate(dev.address, dev.vendor, dev.device, dev.driver or "", netdev=dev.netdev)
+        return any(slots.prefilter.mismatch(c) is None for slots in self.slots)
 
     def fingerprint(self, host: HostFS) -> Hashable:
         """PCI functions, RDMA devices and their char devices, rdma_cm, and which netdev names

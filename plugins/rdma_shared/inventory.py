@@ -12,19 +12,21 @@ taken when present and never required.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from devplugin_core import DeviceNode, HostFS, scan_pci
+from devplugin_core import DeviceNode, HostFS, PciDevice, scan_pci
 from devplugin_core.toolkit import RDMA_CM, REQUIRED_RDMA_NODES, Candidate, RdmaDevice, rdma_nodes
 
 from .ports import HcaRef, PortRef
 
-__all__ = ["Hca", "Inventory", "ProblemLog", "build_inventory"]
+__all__ = ["UNSELECTED", "Hca", "Inventory", "ProblemLog", "build_inventory"]
 
 log = logging.getLogger("devplugin.rdma_shared")
 
 NETWORK_CLASS = 0x02
+#: the problem of a function no resource's selectors can match (its details were not read)
+UNSELECTED = "selected by no resource"
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,21 @@ def _offer(host: HostFS, rdma: Sequence[RdmaDevice]) -> tuple[tuple[DeviceNode, 
     return tuple(nodes), ""
 
 
-def build_inventory(host: HostFS, problems: ProblemLog) -> Inventory:
-    """Every network function of the host as it is now (one PCI pass)."""
-    pci = scan_pci(host, classes=[NETWORK_CLASS], rdma=True)
+def build_inventory(
+    host: HostFS, problems: ProblemLog, wanted: Callable[[PciDevice], bool] | None = None
+) -> Inventory:
+    """Every network function of the host as it is now (one PCI pass). The netdevs and RDMA
+    devices of a function ``wanted`` refuses (no resource can select it) are not read: its
+    record says so instead of what it would offer."""
+    pci = scan_pci(host, classes=[NETWORK_CLASS], rdma=True, details=wanted, rdma_attributes=False)
     rdma_cm = DeviceNode(RDMA_CM) if host.exists(RDMA_CM) else None
     hcas = []
     for dev in pci.devices.values():
         candidate = Candidate.from_pci(dev, pci)
+        if wanted is not None and not wanted(dev):
+            ref = HcaRef(dev.address, (), "")
+            hcas.append(Hca(candidate, dev.numa_node, dev.rdma_devices, ref, (), UNSELECTED))
+            continue
         rdma = pci.rdma_of(dev)
         names = [r.name for r in rdma]
         ports = tuple(

@@ -111,6 +111,7 @@ class SriovScanner(Scanner):
         ]
         self._vdpa = any(s.vdpa_type for s in net)
         self._ddp = any(s.ddp_profiles for s in net)
+        self._pkeys = any(s.pkeys for s in net)  # the only RDMA attribute a selector reads
         # memo of the last pass: candidates (for pod-held VFs/SFs) and what the fingerprint
         # watches: PCI functions, PFs, SF parents
         self._seen: dict[str, NetCandidate] = {}
@@ -118,7 +119,7 @@ class SriovScanner(Scanner):
 
     def scan(self, scan: Scan) -> None:
         host = scan.host
-        pci = scan_pci(host, classes=self._classes, rdma=True)
+        pci = scan_pci(host, classes=self._classes, rdma=True, rdma_attributes=self._pkeys)
         routes = default_route_netdevs(host) if NET_CLASS in self._pooled else frozenset()
         vdpa = vdpa_by_function(host) if self._vdpa else {}
         ddp = DdpProfiles(self.ddp) if self._ddp and self.ddp is not None else None

@@ -133,6 +133,11 @@ def test_with_id_copies_a_device_under_a_checked_id():
     assert clone.edits is template.edits and clone.attributes is template.attributes
     with pytest.raises(ValueError):
         template.with_id("not valid")
+    many = template.with_ids(str(i) for i in range(3))
+    assert many == [template.with_id(str(i)) for i in range(3)]
+    assert all(d.attributes is template.attributes and d.health_key == "k" for d in many)
+    with pytest.raises(ValueError, match="commas"):
+        template.with_ids(["1", "2,3"])
 
 
 def test_hand_written_device_encoding_matches_protobuf():

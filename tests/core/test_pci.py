@@ -141,3 +141,44 @@ def test_char_devices_of_one_function_match_the_global_index(fake_host):
     assert rdma_char_devices_of(host, "0000:86:00.0") == {"mlx5_1": everything["mlx5_1"]}
     assert rdma_char_devices_of(host, "0000:3b:00.0") == {"mlx5_0": everything["mlx5_0"]}
     assert rdma_char_devices_of(host, "0000:01:00.0") == {}
+
+
+def test_details_are_read_for_accepted_functions_and_the_pfs_of_accepted_vfs(fake_host):
+    build(fake_host)
+    full = scan_pci(fake_host.host)
+    scan = scan_pci(fake_host.host, details=lambda d: d.address == "0000:3b:00.4")
+    assert list(scan.devices) == list(full.devices)  # every function is still listed
+    assert scan.devices["0000:86:00.0"] == full.devices["0000:86:00.0"]  # names included
+    assert scan.devices["0000:86:00.0"].rdma_devices == ("mlx5_1",)
+    # the vfio VF has no netdev: its link type comes from its PF, whose details were read
+    assert set(scan.netdevs) == {"enp59s0f0np0"} and set(scan.rdma) == {"mlx5_0"}
+    assert scan.link_type(scan.devices["0000:3b:00.4"]) == "ether"
+    assert scan.rdma["mlx5_0"] == full.rdma["mlx5_0"]
+    assert scan.devices["0000:3b:00.4"].vf_index == 2
+
+
+def test_char_devices_of_a_few_accepted_functions_are_read_below_them(fake_host):
+    # ib_uverbs_add_one / ib_umad_add_one (drivers/infiniband/core) make the IB device's
+    # parent, the PCI function, the parent of its uverbsN/umadN/issmN class devices: they are
+    # listed below the function as in /sys/class. One of three RDMA functions accepted: the
+    # scan reads below it instead of the class directories, and finds the same char devices.
+    build(fake_host)
+    fake_host.add_pci("0000:af:00.0", vendor="15b3", device="101b", driver="mlx5_core")
+    fake_host.add_rdma("0000:af:00.0", "mlx5_2", link_layer="InfiniBand")
+    full = scan_pci(fake_host.host)
+    fake_host.remove("/sys/class/infiniband_verbs")  # not read on this path
+    scan = scan_pci(fake_host.host, details=lambda d: d.address == "0000:86:00.0")
+    assert set(scan.rdma) == {"mlx5_1"}
+    assert scan.rdma["mlx5_1"].char_devices == full.rdma["mlx5_1"].char_devices
+    assert not scan.problems
+
+
+def test_rdma_attributes_left_out_on_request(fake_host):
+    build(fake_host)
+    full = scan_pci(fake_host.host).rdma["mlx5_1"]
+    light = scan_pci(fake_host.host, rdma_attributes=False).rdma["mlx5_1"]
+    assert [p.number for p in light.ports] == [1, 2]
+    assert light.char_devices == full.char_devices
+    assert (light.ports[0].state, light.ports[0].pkey, light.ports[0].link_layer) == ("", "", "")
+    assert (light.node_guid, light.fw_version, light.hca_type) == ("", "", "")
+    assert full.ports[0].link_layer == "InfiniBand" and full.node_guid

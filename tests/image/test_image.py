@@ -87,3 +87,25 @@ def test_pyverbs_and_the_plugins_import_in_the_venv(image: Image) -> None:
         assert plugin in result.stdout
     check = image.run(["-c", "import pyverbs, grpc; print('ok')"], entrypoint="python3")
     assert check.stdout.strip() == "ok"
+
+
+def test_every_module_of_the_plugins_is_byte_compiled(image: Image) -> None:
+    """A plugin's start reads bytecode and compiles nothing: the image sets
+    PYTHONDONTWRITEBYTECODE (its root file system is read-only anyway), so a module pip did not
+    compile at install would be compiled from source on every start (issue 14's start-up)."""
+    script = r"""
+import importlib.util, pathlib, devplugin_core, devplugin_plugins
+sources = [
+    source
+    for package in (devplugin_core, devplugin_plugins)
+    for source in sorted(pathlib.Path(package.__path__[0]).rglob("*.py"))
+]
+for source in sources:
+    if not pathlib.Path(importlib.util.cache_from_source(str(source))).is_file():
+        print("no bytecode:", source)
+print("checked", len(sources))
+"""
+    result = image.run(["-c", script], entrypoint="python3")
+    *missing, checked = result.stdout.strip().splitlines()
+    assert not missing, missing
+    assert checked.startswith("checked ") and int(checked.split()[1]) > 50, checked

@@ -271,3 +271,29 @@ def test_fingerprint_changes_on_hotplug(node: FakeHost) -> None:
     assert scanner.fingerprint(node.host) == before
     node.remove_pci(IB)
     assert scanner.fingerprint(node.host) != before
+
+
+def test_functions_no_resource_selects_are_refused_without_reading_their_rdma_devices(
+    node: FakeHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ROCE0's uverbs class entry is gone: read, it would be excluded with a warning. No
+    # resource selects it (deviceIDs), so its netdevs and RDMA devices are not read at all: it
+    # is refused by the filter that refuses it, as a full read would refuse it, and quietly.
+    node.remove("/sys/class/infiniband_verbs/uverbs0")
+    with caplog.at_level(logging.WARNING, "devplugin.rdma_shared"):
+        devices, rejections = discover(
+            node,
+            config(
+                resource("ib", selectors={"deviceIDs": ["101b"]}),
+                resource("eth", selectors={"deviceIDs": ["101b"], "linkTypes": ["ether"]}),
+            ),
+        )
+    assert hcas(devices["rdma/ib"]) == [IB] and devices["rdma/eth"] == []
+    reasons = {(r.resource, r.subject): r.reason for r in rejections}
+    assert reasons[("rdma/ib", ROCE0)] == "deviceIDs ['101b'] does not include '1017'"
+    assert reasons[("rdma/eth", ROCE0)] == "deviceIDs ['101b'] does not include '1017'"
+    assert reasons[("rdma/eth", IB)] == "linkTypes ['ether'] does not include 'infiniband'"
+    assert not [r for r in caplog.records if ROCE0 in r.getMessage()]
+    # selected again, its problem shows
+    _, rejections = discover(node, config(resource(selectors={"deviceIDs": ["1017"]})))
+    assert "missing RDMA char device(s) uverbs" in {r.subject: r.reason for r in rejections}[ROCE0]
