@@ -70,8 +70,9 @@ class ProblemLog:
         elif before:
             log.info("%s: RDMA device usable again", address)
 
-    def forget_missing(self, present: set[str]) -> None:
-        for address in set(self._seen) - present:
+    def forget_all_but(self, read: set[str]) -> None:
+        """Forget the functions not read in this pass (gone, or selected by no resource)."""
+        for address in set(self._seen) - read:
             del self._seen[address]
 
 
@@ -148,5 +149,5 @@ def build_inventory(
         netdev = "" if candidate.link_type == "infiniband" else dev.netdev
         ref = HcaRef(dev.address, ports, netdev)
         hcas.append(Hca(candidate, dev.numa_node, tuple(names), ref, nodes, problem))
-    problems.forget_missing({h.address for h in hcas})
+    problems.forget_all_but({h.address for h in hcas if h.problem != UNSELECTED})
     return Inventory(tuple(hcas), rdma_cm)

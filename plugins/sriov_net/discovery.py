@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from devplugin_core import (
     ContainerEdits,
@@ -180,22 +180,20 @@ class SriovScanner(Scanner):
     ) -> NetCandidate:
         c = cast(NetCandidate, NetCandidate.from_pci(dev, pci))
         pf = pci.pf_of(dev)
-        c = dataclasses.replace(
-            c,
-            vdpa=vdpa,
-            ddp=ddp.ref(dev.address, dev.physfn or "") if ddp is not None else None,
-            pf_name=(
-                uplink_netdev(host, pf.address, pf.netdevs)
-                if pf is not None and len(pf.netdevs) > 1
-                else c.pf_name
-            ),
-        )
+        changes: dict[str, Any] = {}  # one copy, and none for the common VF
+        if vdpa is not None:
+            changes["vdpa"] = vdpa
+        if ddp is not None:
+            changes["ddp"] = ddp.ref(dev.address, dev.physfn or "")
+        if pf is not None and len(pf.netdevs) > 1:
+            changes["pf_name"] = uplink_netdev(host, pf.address, pf.netdevs)
         if dev.is_vf and not dev.netdevs:
             in_kernel = (dev.driver or "") not in USERSPACE_DRIVERS
             if in_kernel and not c.is_rdma and pf is not None and pf.rdma_devices:
-                c = dataclasses.replace(c, is_rdma=True)
-            c = self._remembered(c)
-        return c
+                changes["is_rdma"] = True
+        if changes:
+            c = dataclasses.replace(c, **changes)
+        return self._remembered(c) if dev.is_vf and not dev.netdevs else c
 
     def _assign(
         self,
