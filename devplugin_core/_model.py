@@ -269,7 +269,7 @@ class Device:
         shared = [
             (slot.__set__, slot.__get__(self)) for name, slot in _DEVICE_SLOTS if name != "id"
         ]
-        set_id = _DEVICE_SLOT["id"].__set__
+        set_id = Device.__dict__["id"].__set__
         out = []
         for device_id in device_ids:
             check_device_id(device_id)
@@ -291,8 +291,7 @@ class Device:
         return clone
 
 
-_DEVICE_SLOT = {name: Device.__dict__[name] for name in Device.__slots__}
-_DEVICE_SLOTS = tuple(_DEVICE_SLOT.items())
+_DEVICE_SLOTS = tuple((name, Device.__dict__[name]) for name in Device.__slots__)
 
 
 def check_device_id(device_id: str) -> None:

@@ -113,12 +113,26 @@ def build_inventory(
     """Every network function of the host as it is now (one PCI pass). The netdevs and RDMA
     devices of a function ``wanted`` refuses (no resource can select it) are not read: its
     record says so instead of what it would offer."""
-    pci = scan_pci(host, classes=[NETWORK_CLASS], rdma=True, details=wanted, rdma_attributes=False)
+    unselected: set[str] = set()  # asked once per function, in the scan
+
+    def details(dev: PciDevice) -> bool:
+        if wanted is None or wanted(dev):
+            return True
+        unselected.add(dev.address)
+        return False
+
+    pci = scan_pci(
+        host,
+        classes=[NETWORK_CLASS],
+        rdma=True,
+        details=details if wanted is not None else None,
+        rdma_attributes=False,
+    )
     rdma_cm = DeviceNode(RDMA_CM) if host.exists(RDMA_CM) else None
     hcas = []
     for dev in pci.devices.values():
         candidate = Candidate.from_pci(dev, pci)
-        if wanted is not None and not wanted(dev):
+        if dev.address in unselected:
             ref = HcaRef(dev.address, (), "")
             hcas.append(Hca(candidate, dev.numa_node, dev.rdma_devices, ref, (), UNSELECTED))
             continue
@@ -149,5 +163,5 @@ def build_inventory(
         netdev = "" if candidate.link_type == "infiniband" else dev.netdev
         ref = HcaRef(dev.address, ports, netdev)
         hcas.append(Hca(candidate, dev.numa_node, tuple(names), ref, nodes, problem))
-    problems.forget_all_but({h.address for h in hcas if h.problem != UNSELECTED})
+    problems.forget_all_but({h.address for h in hcas} - unselected)
     return Inventory(tuple(hcas), rdma_cm)

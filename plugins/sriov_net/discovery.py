@@ -187,13 +187,14 @@ class SriovScanner(Scanner):
             changes["ddp"] = ddp.ref(dev.address, dev.physfn or "")
         if pf is not None and len(pf.netdevs) > 1:
             changes["pf_name"] = uplink_netdev(host, pf.address, pf.netdevs)
-        if dev.is_vf and not dev.netdevs:
+        netdevless_vf = dev.is_vf and not dev.netdevs
+        if netdevless_vf:
             in_kernel = (dev.driver or "") not in USERSPACE_DRIVERS
             if in_kernel and not c.is_rdma and pf is not None and pf.rdma_devices:
                 changes["is_rdma"] = True
         if changes:
             c = dataclasses.replace(c, **changes)
-        return self._remembered(c) if dev.is_vf and not dev.netdevs else c
+        return self._remembered(c) if netdevless_vf else c
 
     def _assign(
         self,
